@@ -1,0 +1,1 @@
+"""Models and their runtimes: keypoint layouts, pose decoding, the SARDE graph, inference backends."""
