@@ -46,19 +46,27 @@ def _to_coco18(source_1based: dict[int, int | tuple[int, ...]]) -> tuple[int, ..
 
 _HEAD = (0, 14, 15, 16, 17)  # nose, eyes and ears all take the head joint (SARDE Table 2)
 
-#: NTU RGB+D (Kinect v2, 25 joints, 1-based) -> COCO-18: SARDE Table 2 exactly.
+#: NTU RGB+D (Kinect v2, 25 joints, 1-based) -> COCO-18: SARDE Table 2 with the sides swapped
+#: (Kinect "left" joints -> COCO right joints). In NTU's colour pixels Kinect's side labels are
+#: mirrored relative to an image-based detector: on the NTU sample (26 frames) the OpenPose-style
+#: detector's R-shoulder/elbow/hip lie 14-20 px from Kinect's *left* joints 5/6/13 and 54-79 px from
+#: the right ones (every lateral joint agrees better swapped; ``tests/test_detector_real.py``).
+#: Swapping makes NTU skeletons match what the deployed detector outputs on the same pixels.
 NTU25_TO_COCO18 = _to_coco18({
-    4: _HEAD, 21: 1, 9: 2, 10: 3, 11: 4, 5: 5, 6: 6, 7: 7,
-    17: 8, 18: 9, 19: 10, 13: 11, 14: 12, 15: 13,
+    4: _HEAD, 21: 1, 5: 2, 6: 3, 7: 4, 9: 5, 10: 6, 11: 7,
+    13: 8, 14: 9, 15: 10, 17: 11, 18: 12, 19: 13,
 })
 
-#: MSR Action3D (Kinect v1, 20 joints, file order of ``data/MANIFEST.md``, 1-based) -> COCO-18,
-#: by the same rule as Table 2: 1 R-shoulder, 2 L-shoulder, 3 neck, 5 R-hip, 6 L-hip,
-#: 8 R-elbow, 9 L-elbow, 10 R-wrist, 11 L-wrist, 14 R-knee, 15 L-knee, 16 R-ankle,
-#: 17 L-ankle, 20 head.
+#: MSR Action3D (Kinect v1, 20 joints, 1-based) -> COCO-18, by the same rule as Table 2.
+#: File order: 1 L-shoulder, 2 R-shoulder, 3 neck, 4 spine, 5 L-hip, 6 R-hip, 7 hip-centre,
+#: 8 L-elbow, 9 R-elbow, 10 L-wrist, 11 R-wrist, 12 L-hand, 13 R-hand, 14 L-knee, 15 R-knee,
+#: 16 L-ankle, 17 R-ankle, 18 L-foot, 19 R-foot, 20 head. (``data/MANIFEST.md`` lists odd joints
+#: as right; the data say otherwise: in the right-handed/right-footed actions a01-a05 and a14 the
+#: even joints 11, 15, 17 move most. See ``engines.datasets.msr`` for the evidence and the
+#: mirrored depth image.)
 MSR20_TO_COCO18 = _to_coco18({
-    20: _HEAD, 3: 1, 1: 2, 8: 3, 10: 4, 2: 5, 9: 6, 11: 7,
-    5: 8, 14: 9, 16: 10, 6: 11, 15: 12, 17: 13,
+    20: _HEAD, 3: 1, 2: 2, 9: 3, 11: 4, 1: 5, 8: 6, 10: 7,
+    6: 8, 15: 9, 17: 10, 5: 11, 14: 12, 16: 13,
 })
 
 #: UTD-MHAD (Kinect v1, 20 joints, ``Skeleton_joint_order.txt``, 1-based) -> COCO-18.

@@ -1,0 +1,278 @@
+"""SARDE torch modules: per-frame depth GCN (Sec. 3.1), ST-GCN recogniser (Sec. 3.2), fused net.
+
+Layout: the fused model takes ST-GCN's ``(N, C, T, V, M)``; inside, persons are folded into the
+batch, ``(N*M, C, T, V)``, in exactly one place (:meth:`SardeNet.logits`).
+
+Graph convolution is written as a broadcast matrix multiply followed by a 1x1 convolution
+(``Σ_k W_k X A_k``, Eq. 2), not ``einsum``: it exports to plain ONNX ``MatMul`` + ``Conv`` and runs
+about 40 % faster in onnxruntime (``FIELD-NOTES.md``).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from engines.layouts import NUM_JOINTS
+from engines.sarde.graph import spatial_adjacency
+
+
+class GraphConv(nn.Module):
+    """Spatial graph convolution ``X_out = Σ_k W_k X Â_k`` (SARDE Eq. 2, ST-GCN spatial partitions).
+
+    Args:
+        in_channels, out_channels: feature widths.
+        adjacency: ``(K, V, V)`` normalised partitions from :func:`spatial_adjacency`.
+        edge_importance: learn a multiplicative mask on ``Â`` (ST-GCN's edge importance weighting).
+
+    Shape:
+        input ``(B, C_in, T, V)`` -> output ``(B, C_out, T, V)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, adjacency: torch.Tensor, edge_importance: bool = True):
+        super().__init__()
+        k = adjacency.shape[0]
+        self.register_buffer("adjacency", adjacency.unsqueeze(1).clone())  # (K, 1, V, V)
+        self.importance = nn.Parameter(torch.ones_like(self.adjacency)) if edge_importance else None
+        self.conv = nn.Conv2d(in_channels * k, out_channels, kernel_size=1)
+        self.num_subsets = k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.adjacency if self.importance is None else self.adjacency * self.importance
+        b, c, t, v = x.shape
+        y = torch.matmul(x.unsqueeze(1), a)  # (B, 1, C, T, V) @ (K, 1, V, V) -> (B, K, C, T, V)
+        return self.conv(y.reshape(b, self.num_subsets * c, t, v))
+
+
+#: Channels of the paper's series depth network (Table 1).
+DEPTH_CHANNELS: tuple[int, ...] = (64, 64, 64, 128, 128, 128, 128, 256, 256, 256)
+
+
+class DepthGCN(nn.Module):
+    """SARDE Series depth network (Sec. 3.1, Fig. 3, Table 1): per-frame GCN blocks + MLP head.
+
+    Ten GCN blocks (kernel 1x1 in time, i.e. every frame on its own) with BatchNorm + ReLU and
+    DenseNet-style additive skips: with ``skip = s >= 1`` block ``l`` also receives the output of
+    block ``l - 1 - s`` (1x1-projected when widths differ); ``s = 0`` is a plain series. A two-layer
+    MLP per joint regresses depth through a softplus, so depth is positive, in metres.
+
+    Args:
+        channels: block widths (paper: :data:`DEPTH_CHANNELS`).
+        width: multiplier on ``channels`` (the daemon's default model is smaller).
+        skip: skip distance hyper-parameter (paper: 1).
+        in_channels: 2 (x, y).
+        init_depth: depth in metres the head outputs at initialisation.
+
+    Shape:
+        input ``(B, 2, T, V)`` normalised (x, y) (``engines.skeleton``), ``B = N*M``;
+        output ``(B, T, V)`` depth in metres (> 0).
+    """
+
+    def __init__(self, channels: Sequence[int] = DEPTH_CHANNELS, width: float = 1.0, skip: int = 1,
+                 in_channels: int = 2, init_depth: float = 2.5, adjacency: torch.Tensor | None = None):
+        super().__init__()
+        a = torch.as_tensor(spatial_adjacency()) if adjacency is None else adjacency
+        widths = [max(4, int(round(c * width))) for c in channels]
+        self.skip = skip
+        self.blocks = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        prev = in_channels
+        for w in widths:
+            self.blocks.append(GraphConv(prev, w, a))
+            self.norms.append(nn.BatchNorm2d(w))
+            prev = w
+        self.projections = nn.ModuleDict()
+        if skip > 0:
+            for i in range(len(widths)):
+                j = i - 1 - skip  # source block of the skip into block i's output
+                if j >= 0 and widths[j] != widths[i]:
+                    self.projections[str(i)] = nn.Conv2d(widths[j], widths[i], kernel_size=1, bias=False)
+        hidden = max(4, prev // 2)
+        self.head = nn.Sequential(nn.Conv2d(prev, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, 1, 1))
+        with torch.no_grad():  # softplus^-1(init_depth): start near typical camera distances
+            self.head[-1].bias.fill_(float(torch.log(torch.expm1(torch.tensor(init_depth)))))
+
+    def forward(self, xy: torch.Tensor) -> torch.Tensor:
+        outs: list[torch.Tensor] = []
+        h = xy
+        for i, (block, norm) in enumerate(zip(self.blocks, self.norms)):
+            h = F.relu(norm(block(h)))
+            j = i - 1 - self.skip
+            if self.skip > 0 and j >= 0:
+                src = outs[j]
+                h = h + (self.projections[str(i)](src) if str(i) in self.projections else src)
+            outs.append(h)
+        return F.softplus(self.head(h)).squeeze(1)  # (B, 1, T, V) -> (B, T, V)
+
+
+class STGCNBlock(nn.Module):
+    """ST-GCN unit (Yan et al. 2018): spatial GCN -> BN -> ReLU -> temporal conv -> BN -> dropout,
+    plus a residual, then ReLU; features of frames without a skeleton are zeroed.
+
+    Shape:
+        input ``(B, C_in, T, V)`` -> output ``(B, C_out, ceil(T / stride), V)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, adjacency: torch.Tensor, stride: int = 1,
+                 kernel: int = 9, dropout: float = 0.0, residual: bool = True):
+        super().__init__()
+        self.gcn = GraphConv(in_channels, out_channels, adjacency)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.tcn = nn.Sequential(
+            nn.Conv2d(out_channels, out_channels, (kernel, 1), (stride, 1), ((kernel - 1) // 2, 0)),
+            nn.BatchNorm2d(out_channels), nn.Dropout(dropout),
+        )
+        if not residual:
+            self.residual = None
+        elif in_channels == out_channels and stride == 1:
+            self.residual = nn.Identity()
+        else:
+            self.residual = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, (stride, 1)),
+                                          nn.BatchNorm2d(out_channels))
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, mask_out: torch.Tensor) -> torch.Tensor:
+        """``mask`` ``(B, 1, T, 1)`` and ``mask_out`` ``(B, 1, T', 1)``: 1 where a skeleton is; the
+        temporal convolution only sees features of those frames (zeros elsewhere)."""
+        y = self.tcn(F.relu(self.bn1(self.gcn(x))) * mask)
+        if self.residual is not None:
+            y = y + self.residual(x)
+        return F.relu(y) * mask_out
+
+
+#: ``(out_channels, temporal stride)`` of the default recogniser blocks (reduced from ST-GCN's 10).
+STGCN_BLOCKS: tuple[tuple[int, int], ...] = ((32, 1), (32, 2), (64, 1), (64, 2), (64, 1), (128, 2))
+
+
+class STGCN(nn.Module):
+    """ST-GCN recogniser (SARDE Sec. 3.2, Fig. 5; Yan et al. 2018).
+
+    Data BatchNorm over ``(V, C)`` (shared by persons), stacked :class:`STGCNBlock` s, global pooling
+    over ``T``, ``V`` and ``M``, linear head. Pooling over ``T`` and ``M`` is a mean over the
+    (frame, person) positions that hold a skeleton (``mask``), and every block's output is zeroed
+    outside them (as a partial convolution), so logits do not depend on how much of the
+    150-frame window is zero padding or on an absent second person: a window cut to any span that
+    holds all its skeletons and starts at a multiple of :attr:`time_stride` gives the same logits
+    (training uses this to skip empty frames, ``engines.sarde.data.crop_batch``).
+
+    Args:
+        in_channels: 3 (x, y, depth) or 4 with the detector score.
+        num_classes: K.
+        blocks: ``(out_channels, stride)`` per block; the first block has no residual.
+        dropout: dropout inside blocks.
+
+    Shape:
+        ``x`` ``(N*M, C, T, V)``, ``mask`` ``(N*M, 1, T, 1)`` float 0/1 -> logits ``(N, K)``.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, blocks: Sequence[Sequence[int]] = STGCN_BLOCKS,
+                 num_persons: int = 2, dropout: float = 0.0, kernel: int = 9, num_joints: int = NUM_JOINTS,
+                 adjacency: torch.Tensor | None = None):
+        super().__init__()
+        a = torch.as_tensor(spatial_adjacency()) if adjacency is None else adjacency
+        self.num_persons = num_persons
+        self.data_bn = nn.BatchNorm1d(in_channels * num_joints)
+        layers = []
+        prev = in_channels
+        for i, (ch, stride) in enumerate(blocks):
+            layers.append(STGCNBlock(prev, int(ch), a, int(stride), kernel, dropout, residual=i > 0))
+            prev = int(ch)
+        self.blocks = nn.ModuleList(layers)
+        self.fc = nn.Linear(prev, num_classes)
+        #: Product of the temporal strides: crops must start at multiples of it.
+        self.time_stride = 1
+        for _, stride in blocks:
+            self.time_stride *= int(stride)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, c, t, v = x.shape
+        x = self.data_bn(x.permute(0, 3, 1, 2).reshape(b, v * c, t))  # (B, V*C, T)
+        x = x.reshape(b, v, c, t).permute(0, 2, 3, 1) * mask  # (B, C, T, V)
+        for block in self.blocks:
+            mask_out = mask
+            if block.stride > 1:
+                mask_out = F.max_pool2d(mask, (block.stride, 1), (block.stride, 1), ceil_mode=True)
+            x = block(x, mask, mask_out)
+            mask = mask_out
+        feat = x.mean(dim=3)  # (B, C', T')
+        m = mask[:, :, :, 0]  # (B, 1, T')
+        n = b // self.num_persons
+        num = (feat * m).sum(dim=2).reshape(n, self.num_persons, -1).sum(dim=1)  # (N, C')
+        den = m.sum(dim=2).reshape(n, self.num_persons).sum(dim=1, keepdim=True).clamp(min=1.0)  # (N, 1)
+        return self.fc(num / den)
+
+
+class SardeNet(nn.Module):
+    """Fused SARDE graph: depth GCN -> (x, y, depth[, score]) -> ST-GCN (Sec. 3, Fig. 5).
+
+    Args:
+        num_classes: K.
+        depth_width, depth_channels, skip: :class:`DepthGCN` settings.
+        blocks, dropout: :class:`STGCN` settings.
+        use_score: also feed the detector score channel to the recogniser.
+        num_persons: M.
+
+    Shape:
+        input ``(N, 3, T, V, M)``: channels (x, y, score) from ``engines.skeleton`` (score 0 =
+        joint missing). :meth:`forward` returns ``scores`` ``(N, K)`` softmax probabilities and
+        ``depth`` ``(N, T, V, M)`` metres (0 where the joint is missing);
+        :meth:`logits` returns ``(logits (N, K), depth)`` for training.
+    """
+
+    def __init__(self, num_classes: int, depth_width: float = 1.0, depth_channels: Sequence[int] = DEPTH_CHANNELS,
+                 skip: int = 1, blocks: Sequence[Sequence[int]] = STGCN_BLOCKS, dropout: float = 0.0,
+                 use_score: bool = False, num_persons: int = 2):
+        super().__init__()
+        a = torch.as_tensor(spatial_adjacency())
+        self.use_score = use_score
+        self.num_persons = num_persons
+        self.depth_net = DepthGCN(depth_channels, depth_width, skip, adjacency=a)
+        self.recognizer = STGCN(4 if use_score else 3, num_classes, blocks, num_persons, dropout, adjacency=a)
+
+    def logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n, c, t, v, m = x.shape
+        x = x.permute(0, 4, 1, 2, 3).reshape(n * m, c, t, v)  # (N, C, T, V, M) -> (N*M, C, T, V)
+        xy, score = x[:, :2], x[:, 2:3]
+        joint_mask = (score > 0).to(x.dtype)  # (N*M, 1, T, V)
+        frame_mask = joint_mask.amax(dim=3, keepdim=True)  # (N*M, 1, T, 1)
+        if self.training:
+            depth = self._depth_of_valid_frames(xy, frame_mask)
+        else:
+            depth = self.depth_net(xy)  # (N*M, T, V)
+        depth = depth.unsqueeze(1) * joint_mask  # (N*M, 1, T, V), 0 where missing
+        parts = [xy, depth, score] if self.use_score else [xy, depth]
+        logits = self.recognizer(torch.cat(parts, dim=1), frame_mask)
+        depth_out = depth.reshape(n, m, t, v).permute(0, 2, 3, 1)  # (N, T, V, M)
+        return logits, depth_out
+
+    def _depth_of_valid_frames(self, xy: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        """Training path: the per-frame depth net runs on frames holding a skeleton only (same
+        values as the full path, and BatchNorm statistics free of padding frames)."""
+        b, c, t, v = xy.shape
+        rows = xy.permute(0, 2, 1, 3).reshape(b * t, c, 1, v)  # (B*T, 2, 1, V)
+        keep = frame_mask.reshape(b * t) > 0
+        depth = xy.new_zeros(b * t, v)
+        if bool(keep.any()):
+            depth[keep] = self.depth_net(rows[keep])[:, 0]  # (R, 1, V) -> (R, V)
+        return depth.reshape(b, t, v)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, depth = self.logits(x)
+        return torch.softmax(logits, dim=1), depth
+
+
+def build_model(config: dict, num_classes: int) -> SardeNet:
+    """Build :class:`SardeNet` from a recipe's ``model`` section (keys: ``depth_width``,
+    ``depth_channels``, ``skip``, ``blocks``, ``dropout``, ``use_score``, ``num_persons``)."""
+    known = {"depth_width", "depth_channels", "skip", "blocks", "dropout", "use_score", "num_persons"}
+    unknown = set(config) - known
+    if unknown:
+        raise ValueError(f"unknown model settings: {sorted(unknown)}")
+    kwargs = dict(config)
+    if "blocks" in kwargs:
+        kwargs["blocks"] = tuple(tuple(int(v) for v in b) for b in kwargs["blocks"])
+    if "depth_channels" in kwargs:
+        kwargs["depth_channels"] = tuple(int(c) for c in kwargs["depth_channels"])
+    return SardeNet(num_classes, **kwargs)

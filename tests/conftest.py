@@ -1,0 +1,66 @@
+"""Shared pytest fixtures: the shared data folder, the artifact cache, and exported models.
+
+* ``shared_dir``: ``$SARDE_SHARED`` or ``../shared`` beside the repository (data, weights).
+* ``artifact_cache``: ``$SARDE_ARTIFACT_DIR`` or ``artifacts/test-cache`` in the repository (git-ignored);
+  expensive exports land here and are reused across tests and runs.
+* ``detector_onnx``: manifest path of the default detector converted to ONNX (exported once; reused
+  while the weights' and the ONNX file's sha256 match the manifest).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DETECTOR_WEIGHTS = Path("models/pose/pinto_mobilenetv2_pose/"
+                        "posttraing_quantization_mobilenet_v2_pose_dm14_368_432_weight_quant.tflite")
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The read-only shared folder (``data/``, ``models/``); skips the test if it is absent."""
+    path = Path(os.environ.get("SARDE_SHARED", REPO_ROOT.parent / "shared"))
+    if not path.is_dir():
+        pytest.skip(f"shared data folder not found: {path} (set SARDE_SHARED)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def artifact_cache() -> Path:
+    """Session cache folder for generated artifacts (created if missing)."""
+    path = Path(os.environ.get("SARDE_ARTIFACT_DIR", REPO_ROOT / "artifacts" / "test-cache"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _export_is_current(manifest: Path, weights: Path) -> bool:
+    """True if ``manifest`` exists, names an existing ONNX file, and both sha256 still match."""
+    from export.manifest import ManifestError, read_manifest, sha256_file
+
+    try:
+        data = read_manifest(manifest)
+    except ManifestError:
+        return False
+    onnx_path = manifest.parent / str(data.get("onnx", ""))
+    return (data.get("source_sha256") == sha256_file(weights) and onnx_path.is_file()
+            and data.get("onnx_sha256") == sha256_file(onnx_path))
+
+
+@pytest.fixture(scope="session")
+def detector_onnx(shared_dir: Path, artifact_cache: Path) -> Path:
+    """Manifest path of the default (dm14) detector exported to ONNX, exported at most once."""
+    weights = shared_dir / DETECTOR_WEIGHTS
+    if not weights.is_file():
+        pytest.skip(f"detector weights not found: {weights}")
+    out_dir = artifact_cache / "detector"
+    manifest = out_dir / f"{weights.stem}.json"
+    if _export_is_current(manifest, weights):
+        return manifest
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("tf2onnx")
+    from export.detector import default_parity_frames, export_detector
+
+    frames = default_parity_frames((432, 368), shared_dir / "data")
+    return export_detector(weights, out_dir, parity_frames=frames)

@@ -1,0 +1,199 @@
+"""Tests of pipeline.events: the event schema and the start / update / end logic."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from pipeline.events import SCHEMA, ActionEvent, EventLogic, EventSchemaError, EventWindow
+
+LABELS = ("punch", "hug", "other")
+
+
+@dataclass
+class Win:
+    """The window fields EventLogic reads (pipeline.windows.Window has the same)."""
+
+    camera: str
+    track_ids: tuple[int, ...]
+    start_frame: int
+    end_frame: int
+    start_ts: float
+    end_ts: float
+
+
+def win(i: int, camera: str = "cam1", tracks: tuple[int, ...] = (1, 2)) -> Win:
+    """The i-th window of a stride-30, T=150 stream at 30 fps."""
+    end = 149 + 30 * i
+    return Win(camera, tracks, end - 149, end, 1000.0 + (end - 149) / 30, 1000.0 + end / 30)
+
+
+def run(logic: EventLogic, punch_scores, hug=0.0, **kw) -> list[list[ActionEvent]]:
+    out = []
+    for i, p in enumerate(punch_scores):
+        h = hug[i] if isinstance(hug, (list, tuple)) else hug
+        out.append(logic.update(win(i, **kw), np.array([p, h, max(0.0, 1 - p - h)])))
+    return out
+
+
+def phases(batches) -> list[str]:
+    return ["/".join(e.phase for e in b) or "-" for b in batches]
+
+
+def test_start_update_end_with_one_event_id():
+    logic = EventLogic(LABELS, threshold=0.6, end_threshold=0.4, smoothing=1.0, model_id="m1", clock=lambda: 42.0)
+    batches = run(logic, [0.2, 0.7, 0.65, 0.5, 0.45, 0.3, 0.2])
+    assert phases(batches) == ["-", "start", "update", "update", "update", "end", "-"]
+    events = [e for b in batches for e in b]
+    assert len({e.event_id for e in events}) == 1 and len(events[0].event_id) == 32
+    assert all(e.label == "punch" and e.label_index == 0 and e.camera == "cam1" for e in events)
+    assert all(e.track_ids == [1, 2] and e.model_id == "m1" and e.emitted_ts == 42.0 for e in events)
+    start, end = events[0], events[-1]
+    assert start.score == pytest.approx(0.7)
+    assert start.window == EventWindow(win(1).start_ts, win(1).end_ts, win(1).start_frame, win(1).end_frame)
+    # the end event spans the whole action: first window's start .. last active window's end (window 4)
+    assert (end.window.start_frame, end.window.end_frame) == (win(1).start_frame, win(4).end_frame)
+    assert end.score == pytest.approx(0.3)
+
+
+def test_hysteresis_and_new_action_gets_new_id():
+    logic = EventLogic(LABELS, threshold=0.6, end_threshold=0.4, smoothing=1.0)
+    batches = run(logic, [0.7, 0.5, 0.41, 0.35, 0.55, 0.59, 0.61, 0.8])
+    assert phases(batches) == ["start", "update", "update", "end", "-", "-", "start", "update"]
+    first, second = batches[0][0].event_id, batches[6][0].event_id
+    assert first != second and batches[3][0].event_id == first and batches[7][0].event_id == second
+
+
+def test_ema_smoothing_of_scores():
+    logic = EventLogic(LABELS, threshold=0.6, end_threshold=0.4, smoothing=0.5)
+    batches = run(logic, [0.9, 0.1, 0.1, 0.9])
+    # ema: 0.9 (first window initialises) -> 0.5 -> 0.3 -> 0.6
+    assert phases(batches) == ["start", "update", "end", "start"]
+    assert [b[0].score for b in batches] == pytest.approx([0.9, 0.5, 0.3, 0.6])
+    # a single spike is smoothed away
+    spiky = EventLogic(LABELS, threshold=0.6, end_threshold=0.4, smoothing=0.5)
+    assert phases(run(spiky, [0.1, 0.1, 0.95, 0.1])) == ["-", "-", "-", "-"]
+
+
+def test_top_label_change_ends_and_may_start_another():
+    logic = EventLogic(LABELS, threshold=0.6, end_threshold=0.4, smoothing=1.0)
+    batches = run(logic, [0.7, 0.45, 0.2, 0.1], hug=[0.1, 0.5, 0.7, 0.8])
+    assert phases(batches) == ["start", "end", "start", "update"]
+    assert batches[1][0].label == "punch" and batches[2][0].label == "hug"
+    assert batches[2][0].event_id == batches[3][0].event_id != batches[0][0].event_id
+    direct = EventLogic(LABELS, threshold=0.6, end_threshold=0.4, smoothing=1.0)
+    b = run(direct, [0.7, 0.1], hug=[0.1, 0.8])
+    assert phases(b) == ["start", "end/start"] and [e.label for e in b[1]] == ["punch", "hug"]
+
+
+def test_ignored_labels_never_raise_events():
+    logic = EventLogic(LABELS, threshold=0.6, end_threshold=0.4, smoothing=1.0, ignore_labels=("other",))
+    assert phases(run(logic, [0.0, 0.05, 0.1])) == ["-", "-", "-"]  # "other" scores 1.0 .. 0.9
+    scores = np.array([0.0, 0.0, 1.0])
+    assert logic.update(win(5), scores) == []
+    everything = EventLogic(LABELS, threshold=0.6, end_threshold=0.4, smoothing=1.0, ignore_labels=())
+    events = everything.update(win(0), scores)
+    assert [(e.phase, e.label) for e in events] == [("start", "other")]
+    with pytest.raises(ValueError):
+        EventLogic(LABELS, ignore_labels=LABELS)
+
+
+def test_min_windows_requires_consecutive_windows():
+    logic = EventLogic(LABELS, threshold=0.6, end_threshold=0.4, smoothing=1.0, min_windows=2)
+    assert phases(run(logic, [0.7, 0.3, 0.7, 0.7, 0.7])) == ["-", "-", "-", "start", "update"]
+
+
+def test_groups_and_cameras_are_independent():
+    logic = EventLogic(LABELS, threshold=0.6, end_threshold=0.4, smoothing=1.0)
+    a = logic.update(win(0, tracks=(2, 1)), np.array([0.9, 0.0, 0.1]))
+    b = logic.update(win(0, tracks=(3,)), np.array([0.9, 0.0, 0.1]))
+    c = logic.update(win(0, camera="cam2", tracks=(1, 2)), np.array([0.9, 0.0, 0.1]))
+    ids = {a[0].event_id, b[0].event_id, c[0].event_id}
+    assert len(ids) == 3 and a[0].track_ids == [1, 2]
+    assert sorted(logic.groups("cam1")) == [(1, 2), (3,)] and logic.groups("cam2") == [(1, 2)]
+    assert logic.update(win(1, tracks=(1, 2)), np.array([0.9, 0.0, 0.1]))[0].event_id == a[0].event_id
+
+
+def test_end_group_end_track_and_flush_close_open_actions():
+    logic = EventLogic(LABELS, threshold=0.6, end_threshold=0.4, smoothing=1.0)
+    for tracks, cam in (((1, 2), "cam1"), ((3,), "cam1"), ((1,), "cam2"), ((4,), "cam1")):
+        logic.update(win(0, camera=cam, tracks=tracks), np.array([0.9 if tracks != (4,) else 0.1, 0.0, 0.1]))
+    assert len(logic.open_actions) == 3
+    ended = logic.end_group("cam1", [2, 1])
+    assert [(e.phase, e.track_ids) for e in ended] == [("end", [1, 2])]
+    assert logic.end_group("cam1", [2, 1]) == []  # already closed and forgotten
+    assert logic.end_track("cam1", 4) == [] and logic.groups("cam1") == [(3,)]  # state dropped, nothing open
+    flushed = logic.flush()
+    assert sorted((e.camera, e.phase) for e in flushed) == [("cam1", "end"), ("cam2", "end")]
+    assert logic.open_actions == [] and logic.flush() == []
+
+
+def test_bad_scores_raise():
+    logic = EventLogic(LABELS)
+    with pytest.raises(ValueError):
+        logic.update(win(0), np.array([0.5, 0.5]))
+    with pytest.raises(ValueError):
+        logic.update(win(0), np.array([np.nan, 0.5, 0.5]))
+    with pytest.raises(ValueError):
+        EventLogic(LABELS, threshold=0.4, end_threshold=0.6)
+
+
+# ---------------------------------------------------------------- schema
+
+def sample_event(**overrides) -> ActionEvent:
+    fields = dict(event_id="0123456789abcdef0123456789abcdef", phase="update", camera="cam1", track_ids=[3, 7],
+                  label="punch", label_index=0, score=0.75, window=EventWindow(1.5, 6.5, 10, 159),
+                  model_id="sarde-x", emitted_ts=1700000000.25)
+    fields.update(overrides)
+    return ActionEvent(**fields)
+
+
+def test_schema_round_trip_is_compact_and_sorted():
+    event = sample_event()
+    text = event.to_json()
+    assert " " not in text and "\n" not in text
+    obj = json.loads(text)
+    assert obj["schema"] == SCHEMA and list(obj) == sorted(obj) and list(obj["window"]) == sorted(obj["window"])
+    assert ActionEvent.from_json(text) == event
+    assert ActionEvent.from_json(text.encode()) == event
+    assert ActionEvent.from_json(text).to_json() == text
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda o: o.update(schema="sarde.event/2"),
+    lambda o: o.pop("label"),
+    lambda o: o.update(extra=1),
+    lambda o: o.update(phase="middle"),
+    lambda o: o.update(score=1.5),
+    lambda o: o.update(score="0.5"),
+    lambda o: o.update(track_ids=[]),
+    lambda o: o.update(track_ids=[True]),
+    lambda o: o.update(label_index=-1),
+    lambda o: o.update(event_id="not-a-uuid"),
+    lambda o: o.update(camera=""),
+    lambda o: o["window"].pop("end_ts"),
+    lambda o: o["window"].update(start_frame=1.5),
+    lambda o: o.update(window=[1, 2, 3, 4]),
+])
+def test_schema_rejects_malformed_objects(mutate):
+    obj = json.loads(sample_event().to_json())
+    mutate(obj)
+    with pytest.raises(EventSchemaError):
+        ActionEvent.from_json(json.dumps(obj))
+
+
+@pytest.mark.parametrize("text", ["", "{", "[]", "null", '"x"', b"\xff\xfe", '{"score": NaN}'])
+def test_schema_rejects_non_events(text):
+    with pytest.raises(EventSchemaError):
+        ActionEvent.from_json(text)
+
+
+def test_nan_score_rejected_and_constructor_validates():
+    obj = json.loads(sample_event().to_json())
+    text = json.dumps(obj).replace('"score": 0.75', '"score": NaN')
+    with pytest.raises(EventSchemaError):
+        ActionEvent.from_json(text)
+    with pytest.raises(EventSchemaError):
+        sample_event(phase="begin")
