@@ -61,7 +61,8 @@ class PoseDetector:
                 raise
             raise ManifestError(f"{self.manifest_path}: malformed detector manifest ({exc!r})") from exc
         if out_channels != NUM_OUTPUT_CHANNELS:
-            raise ManifestError(f"{self.manifest_path}: output has {out_channels} channels, the COCO-18 head has {NUM_OUTPUT_CHANNELS}")
+            raise ManifestError(f"{self.manifest_path}: output has {out_channels} channels, "
+                                f"the COCO-18 head has {NUM_OUTPUT_CHANNELS}")
         self._size = (width, height)
         self.manifest = m
 

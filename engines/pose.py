@@ -81,7 +81,8 @@ class PoseDecoder:
             (OpenPose ``thre2``).
         paf_samples: samples of the PAF line integral per candidate limb (Eq. 10).
         min_paf_ratio: fraction of samples that must exceed ``paf_threshold`` for a connection.
-        min_parts: minimum number of joints of a kept person.
+        min_parts: minimum number of joints of a kept person (every person has at least the two
+            joints of one limb, so 1 and 2 are the same).
         min_person_score: minimum person score (see :meth:`decode_with_scores`) of a kept person.
         upsample: integer factor by which the heatmaps are cubic-upsampled before peak finding
             (OpenPose upsamples to the input size; 1 = peaks on the stride-8 grid). Non-maximum
@@ -109,8 +110,8 @@ class PoseDecoder:
             raise ValueError(f"upsample must be an integer >= 1, got {upsample}")
         if stride < 1:
             raise ValueError(f"stride must be >= 1, got {stride}")
-        if min_parts < 2:
-            raise ValueError(f"min_parts must be >= 2 (a person is at least one limb), got {min_parts}")
+        if min_parts < 1:
+            raise ValueError(f"min_parts must be >= 1, got {min_parts}")
         self.peak_threshold = float(peak_threshold)
         self.paf_threshold = float(paf_threshold)
         self.paf_samples = int(paf_samples)
@@ -127,6 +128,11 @@ class PoseDecoder:
     # ------------------------------------------------------------------ peaks
     def peaks(self, heatmaps: np.ndarray) -> list[np.ndarray]:
         """Keypoint candidates of each joint type (OpenPose Sec. 2.2, NMS on the heatmaps).
+
+        A candidate is a pixel (of the heatmap cubic-upsampled by ``upsample``) above
+        ``peak_threshold`` that equals the maximum of its ``(2u+1)``-square window (``cv2.dilate``,
+        all joint types at once); equal-valued neighbours (plateaus) merge into one; with
+        ``subpixel`` the position is refined by a parabola fit per axis.
 
         Args:
             heatmaps: ``(h, w, J)`` float32 keypoint heatmaps at the output stride.
@@ -159,10 +165,37 @@ class PoseDecoder:
         scores = np.clip(hm[rows, cols, kinds], 0.0, 1.0)
         out: list[np.ndarray] = []
         for j in range(joints):
-            sel = kinds == j
+            sel = np.nonzero(kinds == j)[0]
             cand = np.stack([xs[sel], ys[sel], scores[sel]], axis=1).astype(np.float32)  # (n_j, 3)
+            cand = self._merge_ties(cand, rows[sel], cols[sel])
             out.append(cand[np.argsort(-cand[:, 2], kind="stable")])
         return out
+
+    def _merge_ties(self, cand: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Merge peaks of one joint type that lie in each other's NMS window into their mean.
+
+        Two candidates can survive ``value >= window max`` in each other's window only if their
+        values are equal: a plateau (e.g. a peak exactly between two pixels after an even
+        ``upsample``); it becomes one candidate at the plateau's mean position.
+        """
+        n = len(cand)
+        if n < 2:
+            return cand
+        u = self.upsample
+        near = (np.abs(rows[:, None] - rows[None]) <= u) & (np.abs(cols[:, None] - cols[None]) <= u)  # (n, n)
+        if near.sum() == n:  # no ties (the usual case)
+            return cand
+        group = np.full(n, -1, np.intp)
+        for i in range(n):
+            if group[i] < 0:
+                group[near[i] & (group < 0)] = i
+        ids, group = np.unique(group, return_inverse=True)
+        counts = np.bincount(group).astype(np.float32)
+        merged = np.empty((len(ids), 3), np.float32)
+        merged[:, 0] = np.bincount(group, cand[:, 0]) / counts
+        merged[:, 1] = np.bincount(group, cand[:, 1]) / counts
+        merged[:, 2] = cand[ids, 2]
+        return merged
 
     @staticmethod
     def _parabola(hm: np.ndarray, rows: np.ndarray, cols: np.ndarray, kinds: np.ndarray, axis: int) -> np.ndarray:
@@ -248,8 +281,8 @@ class PoseDecoder:
     def decode_with_scores(self, output: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`decode`, also returning the person scores.
 
-        Person score (OpenPose's): (sum of the joint scores + sum of the PAF scores of the person's
-        limbs) / number of joints; persons with fewer than ``min_parts`` joints or a score below
+        Person score (as OpenPose's): (sum of the joint scores + sum of the PAF scores of the
+        person's limbs) / number of joints found; persons with fewer than ``min_parts`` joints or a score below
         ``min_person_score`` are dropped.
 
         Returns:
@@ -293,10 +326,9 @@ class PoseDecoder:
                     break
             connections.append(np.asarray(chosen, np.float32).reshape(-1, 3))
 
-        # Assemble persons: rows of global candidate ids (-1 = none), total score, joint count.
+        # Assemble persons: rows of global candidate ids (-1 = none) and total scores.
         persons = np.full((0, NUM_JOINTS), -1, np.intp)
         totals: list[float] = []
-        counts_p: list[int] = []
         for k, (ja, jb, _, _) in enumerate(COCO18_LIMBS):
             for id_a_f, id_b_f, paf_score in connections[k]:
                 id_a, id_b = int(id_a_f), int(id_b_f)
@@ -305,7 +337,6 @@ class PoseDecoder:
                     p = found[0]
                     if persons[p, jb] != id_b:
                         persons[p, jb] = id_b
-                        counts_p[p] += 1
                         totals[p] += float(cand[id_b, 2]) + float(paf_score)
                 elif len(found) >= 2:
                     p1, p2 = int(found[0]), int(found[1])
@@ -313,24 +344,21 @@ class PoseDecoder:
                     if not overlap.any():  # two partial persons joined by this limb: merge
                         persons[p1] = np.where(persons[p1] >= 0, persons[p1], persons[p2])
                         totals[p1] += totals[p2] + float(paf_score)
-                        counts_p[p1] += counts_p[p2]
                         persons = np.delete(persons, p2, axis=0)
-                        del totals[p2], counts_p[p2]
+                        del totals[p2]
                     else:
                         persons[p1, jb] = id_b
-                        counts_p[p1] += 1
                         totals[p1] += float(cand[id_b, 2]) + float(paf_score)
                 elif k < _TREE_LIMBS:
                     row = np.full((1, NUM_JOINTS), -1, np.intp)
                     row[0, ja], row[0, jb] = id_a, id_b
                     persons = np.concatenate([persons, row], axis=0)
                     totals.append(float(cand[id_a, 2] + cand[id_b, 2]) + float(paf_score))
-                    counts_p.append(2)
 
         if len(persons) == 0:
             return empty
-        n_joints = (persons >= 0).sum(1)  # (P,) recount: robust to the reference's double counting
-        person_score = np.asarray(totals, np.float64) / np.maximum(np.asarray(counts_p), 1)
+        n_joints = (persons >= 0).sum(1)  # (P,)
+        person_score = np.asarray(totals, np.float64) / np.maximum(n_joints, 1)
         keep = (n_joints >= self.min_parts) & (person_score >= self.min_person_score)
         persons, person_score = persons[keep], person_score[keep]
         order = np.argsort(-person_score, kind="stable")

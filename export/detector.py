@@ -29,6 +29,7 @@ import argparse
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -171,9 +172,9 @@ def export_detector(tflite_path: str | Path, out_dir: str | Path, name: str | No
 
     Raises:
         FileNotFoundError: if ``tflite_path`` does not exist.
-        ExportError: if the model's input/output do not have the OpenPose COCO-18 layout, the
-            conversion leaves quantisation nodes, or the ONNX outputs differ from TFLite's by more
-            than :data:`PARITY_TOLERANCE`.
+        ExportError: if the TFLite file cannot be loaded, its input/output do not have the OpenPose
+            COCO-18 layout, the conversion leaves quantisation nodes, or the ONNX outputs differ
+            from TFLite's by more than :data:`PARITY_TOLERANCE`.
         ImportError: if tensorflow / tf2onnx / onnx are not installed (the ``export`` extra).
     """
     tflite_path = Path(tflite_path)
@@ -193,8 +194,13 @@ def export_detector(tflite_path: str | Path, out_dir: str | Path, name: str | No
     import tf2onnx
     from tf2onnx import optimizer, tfonnx
 
-    interpreter = tf.lite.Interpreter(model_path=str(tflite_path), num_threads=2)
-    interpreter.allocate_tensors()
+    try:
+        with warnings.catch_warnings():  # "tf.lite.Interpreter is deprecated": still the reference here
+            warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
+            interpreter = tf.lite.Interpreter(model_path=str(tflite_path), num_threads=2)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise ExportError(f"cannot load TFLite model {tflite_path}: {exc}") from exc
     in_det = interpreter.get_input_details()[0]
     out_det = interpreter.get_output_details()[0]
     in_shape = [int(v) for v in in_det["shape"]]
@@ -228,7 +234,7 @@ def export_detector(tflite_path: str | Path, out_dir: str | Path, name: str | No
 
     log.info("converting %s with tf2onnx %s (dequantize=True)", tflite_path.name, tf2onnx.__version__)
     t0 = time.perf_counter()
-    with tf.device("/cpu:0"):
+    with tf.device("/cpu:0"):  # tf2onnx.convert.from_tflite has no dequantize argument; the CLI's path:
         graph = tfonnx.process_tf_graph(None, tflite_path=str(tflite_path), dequantize=True)
         graph = optimizer.optimize_graph(graph)
         model = graph.make_model(f"converted from {tflite_path.name}")
@@ -237,7 +243,8 @@ def export_detector(tflite_path: str | Path, out_dir: str | Path, name: str | No
         raise ExportError(f"conversion of {tflite_path} left quantisation nodes {quant_ops}")
     onnx.checker.check_model(model)
     if len(model.graph.input) != 1 or len(model.graph.output) != 1:
-        raise ExportError(f"converted graph has {len(model.graph.input)} inputs / {len(model.graph.output)} outputs, expected 1 / 1")
+        raise ExportError(f"converted graph has {len(model.graph.input)} inputs / "
+                          f"{len(model.graph.output)} outputs, expected 1 / 1")
     input_name = model.graph.input[0].name
     output_name = model.graph.output[0].name
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
@@ -265,7 +272,7 @@ def export_detector(tflite_path: str | Path, out_dir: str | Path, name: str | No
     converted = np.concatenate([_session(final_bytes).run([output_name], {input_name: f[None]})[0] for f in frames])
     diff = np.abs(converted - reference)
     max_diff, mean_diff = float(diff.max()), float(diff.mean())
-    print(f"detector parity ONNX vs TFLite on {len(frames)} {frames_source} frames: "
+    print(f"detector parity ONNX vs TFLite on {len(frames)} frames ({frames_source}): "
           f"max abs diff {max_diff:.6f}, mean {mean_diff:.6f} (tolerance {PARITY_TOLERANCE})")
     log.info("parity: max abs diff %.6f, mean %.6f over %d frames", max_diff, mean_diff, len(frames))
     if not max_diff <= PARITY_TOLERANCE:

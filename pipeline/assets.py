@@ -36,14 +36,14 @@ def detector_manifest(cfg: Config) -> Path:
         raise StartupError(f"detector weights not found: {weights}; set paths.pose_model_dir / detector.weights to an existing .tflite file")
     from export.manifest import sha256_file
 
-    out_dir = cfg.paths.artifact_dir / "pose" / weights.stem
+    out_dir = cfg.paths.artifact_dir / "detector"
     digest = sha256_file(weights)
     for manifest in sorted(out_dir.glob("*.json")):
         try:
             data = json.loads(manifest.read_text())
         except (OSError, ValueError):
             continue
-        if data.get("source_sha256") == digest and (manifest.parent / data.get("onnx", "")).is_file():
+        if manifest.stem == weights.stem and data.get("source_sha256") == digest and (manifest.parent / data.get("onnx", "")).is_file():
             return manifest
     log.info("converting detector %s to ONNX under %s (first use)", weights.name, out_dir)
     try:

@@ -140,6 +140,8 @@ def build_stage(cfg: Config, ctx: zmq.Context, stack: ExitStack, expected_files:
     sock.setsockopt(zmq.RCVHWM, cfg.transport.rcvhwm)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.MAXMSGSIZE, cfg.transport.max_frame_bytes + 8192)
+    # A small kernel receive buffer keeps live frames fresh over tcp (ZeroMQ queues the oldest).
+    sock.setsockopt(zmq.RCVBUF, 1 << 20)
     bind = cfg.transport.frames_bind or cfg.transport.frames_endpoint
     try:
         sock.bind(bind)

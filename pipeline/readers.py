@@ -26,6 +26,7 @@ Credentials in URLs are masked (:func:`mask_url`) in every log line.
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import random
 import re
@@ -150,8 +151,13 @@ class ReaderSettings:
             raise ValueError(f"camera must match [A-Za-z0-9_-]{{1,64}}, got {self.camera!r}")
         if self.kind not in ("auto", "file", "rtsp", "device"):
             raise ValueError(f"kind must be auto, file, rtsp or device, got {self.kind!r}")
-        if len(self.input_size) != 2 or not all(isinstance(a, int) and 16 <= a <= 4096 for a in self.input_size):
+        try:
+            size = tuple(operator.index(a) for a in self.input_size)  # accepts numpy ints too
+        except TypeError:
+            size = ()
+        if len(size) != 2 or not all(16 <= a <= 4096 for a in size):
             raise ValueError(f"input_size must be (W, H) ints in [16, 4096], got {self.input_size!r}")
+        object.__setattr__(self, "input_size", size)
         if self.max_fps is not None and not self.max_fps > 0:
             raise ValueError(f"max_fps must be > 0 or None, got {self.max_fps!r}")
         if self.sndhwm < 1 or self.open_timeout_ms < 1 or self.read_timeout_ms < 1 or self.eos_linger_ms < 0:
@@ -214,7 +220,8 @@ class _Reader:
         self.last_scale = 1.0
         self.last_pad = (0, 0)
         self.slot: tuple[int, float, np.ndarray] | None = None
-        self.eos = False
+        self.eos = False  # the capture thread reached the end of a file
+        self.eos_sent = False
         self.ctx: zmq.Context | None = None
         self.sock: zmq.Socket | None = None
 
@@ -314,6 +321,8 @@ class _Reader:
         except zmq.ZMQError as exc:
             log.error("camera %s: cannot connect to %s: %s", self.s.camera, self.s.endpoint, exc)
             sock.close(linger=0)
+            self.ctx.term()
+            self.ctx = None
             return False
         self.sock = sock
         return True
@@ -385,7 +394,7 @@ class _Reader:
             return EXIT_OK
         if self._send_blocking(self._status_parts("eos")):
             log.info("camera %s: end of %s after %d frames; eos sent", self.s.camera, self.safe_url, self.sent)
-            self.eos = True
+            self.eos_sent = True
         return EXIT_OK
 
     # ------------------------------------------------------------------ live
@@ -414,6 +423,7 @@ class _Reader:
         s = self.s
         delay = s.backoff_initial_s
         decimator = _Decimator(s.max_fps)
+        timeout_s = 0.95 * s.read_timeout_ms / 1000.0
         attempt = 0
         while not self.stop.is_set():
             if attempt > 0:
@@ -431,13 +441,24 @@ class _Reader:
                 continue
             self._set_up(True)
             frames = 0
+            failure = "stopped"
             try:
                 while not self.stop.is_set():
-                    if not cap.grab():
+                    t_grab = time.monotonic()
+                    ok = cap.grab()
+                    waited = time.monotonic() - t_grab
+                    if waited >= timeout_s:
+                        # FFmpeg's read timeout fired. OpenCV then flushes the decoder and may still
+                        # return a few buffered (stale) frames, one per timeout: do not wait for them.
+                        failure = "read timed out after %.1f s" % waited
+                        break
+                    if not ok:
+                        failure = "read failed (stream ended or connection lost)"
                         break
                     ts = time.time()
                     ok, frame = cap.retrieve()
                     if not ok or frame is None:
+                        failure = "frame could not be decoded"
                         break
                     if frames == 0:
                         log.info("camera %s: %s open, first frame after %.2f s (%dx%d, %s fps)", s.camera, self.safe_url,
@@ -451,8 +472,8 @@ class _Reader:
             self._set_up(False)
             if self.stop.is_set():
                 break
-            log.warning("camera %s: %s stopped delivering after %d frames (read failed or timed out after %d ms); "
-                        "reopening in %.1f s", s.camera, self.safe_url, frames, s.read_timeout_ms, delay)
+            log.warning("camera %s: %s: %s after %d frames; reopening in %.1f s", s.camera, self.safe_url, failure,
+                        frames, delay)
             if self._backoff(delay):
                 break
             delay = min(delay * 2.0, s.backoff_max_s)
@@ -504,6 +525,7 @@ class _Reader:
                     continue
                 if eos:
                     if self._send_blocking_for(self._status_parts("eos"), self.s.eos_linger_ms / 1000.0):
+                        self.eos_sent = True
                         log.info("camera %s: end of %s after %d frames sent; eos sent", self.s.camera, self.safe_url, self.sent)
                     return EXIT_OK
                 if up != reported_up or time.monotonic() - last_sent >= self.s.status_interval_s:
@@ -588,7 +610,7 @@ def run_reader(settings: ReaderSettings, stop: Any) -> int:
         code = reader.run_lossless() if mode == "lossless" else reader.run_live()
     finally:
         local.set()
-        reader._close(settings.eos_linger_ms if reader.eos else 0)
+        reader._close(settings.eos_linger_ms if reader.eos_sent else 0)
         log.info("camera %s: reader stopped (sent %d, dropped %d, reconnects %d, exit %d)", settings.camera,
                  reader.sent, reader.dropped, reader.reconnects, code)
     return code

@@ -64,3 +64,12 @@ def detector_onnx(shared_dir: Path, artifact_cache: Path) -> Path:
 
     frames = default_parity_frames((432, 368), shared_dir / "data")
     return export_detector(weights, out_dir, parity_frames=frames)
+
+
+@pytest.fixture(scope="session")
+def default_model(shared_dir: Path, artifact_cache: Path, detector_onnx: Path) -> Path:
+    """Manifest path of the daemon's default SARDE model, trained and exported at most once."""
+    pytest.importorskip("torch")
+    from engines.sarde.zoo import ensure_default_model
+
+    return ensure_default_model(artifact_cache, shared_dir / "data", progress=False)

@@ -35,6 +35,7 @@ class LoopingSource:
         self.appsrc = None
         self.caps = None
         self.frames = 0
+        self.first_sample = threading.Event()
         self.pipeline = Gst.parse_launch(
             "filesrc name=file ! decodebin ! videoconvert ! video/x-raw,format=I420 "
             "! appsink name=sink sync=true emit-signals=true max-buffers=2 drop=true"
@@ -66,6 +67,8 @@ class LoopingSource:
         if sample is None:
             return Gst.FlowReturn.OK
         with self.lock:
+            if self.caps is None:
+                self.first_sample.set()
             self.caps = sample.get_caps()
             src = self.appsrc
             self.frames += 1
@@ -141,19 +144,29 @@ def main():
         perms.add_permission_for_role("viewer", GstRtspServer.RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, True)
         factory.set_permissions(perms)
     server.get_mount_points().add_factory(args.mount, factory)
-    if server.attach(None) == 0:
-        sys.stderr.write("rtsp_server: cannot listen on 127.0.0.1:%d\n" % args.port)
-        return 1
-
     loop = GLib.MainLoop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, sig, loop.quit)
-    print("READY rtsp://127.0.0.1:%d%s" % (args.port, args.mount), flush=True)
+    result = {"code": 0}
+
+    def listen_when_decoding():
+        # Listen only once the clip decodes (caps known): a client never meets a half-ready media.
+        if not source.first_sample.is_set():
+            return True  # poll again
+        if server.attach(None) == 0:
+            sys.stderr.write("rtsp_server: cannot listen on 127.0.0.1:%d\n" % args.port)
+            result["code"] = 1
+            loop.quit()
+            return False
+        print("READY rtsp://127.0.0.1:%d%s" % (args.port, args.mount), flush=True)
+        return False
+
+    GLib.timeout_add(10, listen_when_decoding)
     try:
         loop.run()
     finally:
         source.stop()
-    return 0
+    return result["code"]
 
 
 if __name__ == "__main__":

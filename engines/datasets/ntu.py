@@ -39,7 +39,7 @@ from engines.layouts import NTU25_TO_COCO18, remap_to_coco18
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NtuSkeletonFile", "parse_ntu_skeleton", "read_ntu_skeleton", "parse_ntu_name",
+__all__ = ["NtuFormatError", "NtuSkeletonFile", "parse_ntu_skeleton", "read_ntu_skeleton", "parse_ntu_name",
            "NTU_ACTIONS", "NTU_FRAME_SIZE", "NTU_FPS", "NTU_FIELDS"]
 
 #: Image size of the NTU RGB videos, ``(W, H)`` pixels.

@@ -33,17 +33,19 @@ class GraphConv(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, adjacency: torch.Tensor, edge_importance: bool = True):
         super().__init__()
-        k = adjacency.shape[0]
-        self.register_buffer("adjacency", adjacency.unsqueeze(1).clone())  # (K, 1, V, V)
+        k, v, _ = adjacency.shape
+        # (V_in, K*V_out): all partitions in one right operand, so the product is one large GEMM
+        self.register_buffer("adjacency", adjacency.permute(1, 0, 2).reshape(v, k * v).clone())
         self.importance = nn.Parameter(torch.ones_like(self.adjacency)) if edge_importance else None
-        self.conv = nn.Conv2d(in_channels * k, out_channels, kernel_size=1)
+        self.conv = nn.Conv2d(in_channels * k, out_channels, kernel_size=1)  # input channel c*K + k
         self.num_subsets = k
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.adjacency if self.importance is None else self.adjacency * self.importance
         b, c, t, v = x.shape
-        y = torch.matmul(x.unsqueeze(1), a)  # (B, 1, C, T, V) @ (K, 1, V, V) -> (B, K, C, T, V)
-        return self.conv(y.reshape(b, self.num_subsets * c, t, v))
+        y = torch.matmul(x, a)  # (B, C, T, V) @ (V, K*V) -> (B, C, T, K*V)
+        y = y.reshape(b, c, t, self.num_subsets, v).transpose(2, 3)  # (B, C, K, T, V)
+        return self.conv(y.reshape(b, c * self.num_subsets, t, v))
 
 
 #: Channels of the paper's series depth network (Table 1).
