@@ -132,6 +132,20 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    _setup_logging("INFO")
+    from engines.sarde.evaluate import main as eval_main
+    return eval_main(args.rest)
+
+
+def cmd_bench(args) -> int:
+    from pipeline.bench import main as bench_main
+    cfg = _load(args)
+    _setup_logging("WARNING" if cfg.log_level == "INFO" else cfg.log_level)
+    cams = tuple(int(c) for c in args.cameras.split(","))
+    return bench_main(cfg, Path(args.out) if args.out else None, args.repeats, cams, args.frames)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sarde", description="Real-time action recognition from monocular cameras (SARDE).")
     sub = p.add_subparsers(dest="command", required=True)
@@ -185,6 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--device", default="cpu", help="cpu or cuda")
     sp.add_argument("--seed", type=int, default=0)
     sp.set_defaults(func=cmd_train)
+    sp = sub.add_parser("eval", help="train/evaluate SARDE on the standard protocols (see `sarde eval -h`)", add_help=False)
+    sp.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of engines.sarde.evaluate")
+    sp.set_defaults(func=cmd_eval)
+
+    sp = sub.add_parser("bench", help="detector, fused-graph and end-to-end throughput (medians, JSON + table)")
+    common(sp, sources=False)
+    sp.add_argument("--repeats", type=int, default=5, help="timed runs per figure (median reported)")
+    sp.add_argument("--cameras", default="1", help="comma-separated camera counts for the end-to-end runs, e.g. 1,4,8")
+    sp.add_argument("--frames", type=int, default=60, help="frames per camera in each end-to-end run")
+    sp.add_argument("--out", help="write the JSON result here")
+    sp.set_defaults(func=cmd_bench)
     return p
 
 

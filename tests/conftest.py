@@ -1,7 +1,7 @@
 """Shared pytest fixtures: the shared data folder, the artifact cache, and exported models.
 
 * ``shared_dir``: ``$SARDE_SHARED`` or ``../shared`` beside the repository (data, weights).
-* ``artifact_cache``: ``$SARDE_ARTIFACT_DIR`` or ``artifacts/test-cache`` in the repository (git-ignored);
+* ``artifact_cache``: ``$SARDE_ARTIFACT_DIR`` or ``artifacts/`` in the repository (git-ignored; the same cache `sarde run` uses);
   expensive exports land here and are reused across tests and runs.
 * ``detector_onnx``: manifest path of the default detector converted to ONNX (exported once; reused
   while the weights' and the ONNX file's sha256 match the manifest).
@@ -30,7 +30,7 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def artifact_cache() -> Path:
     """Session cache folder for generated artifacts (created if missing)."""
-    path = Path(os.environ.get("SARDE_ARTIFACT_DIR", REPO_ROOT / "artifacts" / "test-cache"))
+    path = Path(os.environ.get("SARDE_ARTIFACT_DIR", REPO_ROOT / "artifacts"))
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -236,8 +236,9 @@ class SardeNet(nn.Module):
     def logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n, c, t, v, m = x.shape
         x = x.permute(0, 4, 1, 2, 3).reshape(n * m, c, t, v)  # (N, C, T, V, M) -> (N*M, C, T, V)
-        xy, score = x[:, :2], x[:, 2:3]
+        score = x[:, 2:3]
         joint_mask = (score > 0).to(x.dtype)  # (N*M, 1, T, V)
+        xy = x[:, :2] * joint_mask  # missing joints are (0, 0) whatever the input holds there
         frame_mask = joint_mask.amax(dim=3, keepdim=True)  # (N*M, 1, T, 1)
         if self.training:
             depth = self._depth_of_valid_frames(xy, frame_mask)

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 OTHER = "other"
 ROOT_JOINT = 1  # neck: root of root-relative depth errors
+CONFIDENT = 0.5  # score of a would-be event in evaluate()
 
 
 def load_recipe(recipe: dict | str | Path) -> dict:
@@ -134,7 +135,7 @@ def pretrain_depth(model: SardeNet, sequences: list, recipe: dict, seed: int, pr
             opt.zero_grad()
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         history.append(float(np.mean(losses)))
         log.info("depth pretrain epoch %d: L_I %.5f", epoch + 1, history[-1])
     return history
@@ -147,7 +148,8 @@ def evaluate(model: SardeNet, dataset: WindowDataset, labels: list[str], batch_s
     Returns:
         ``top1`` (over samples with a label, argmax over all K classes), ``top1_known``
         (argmax over classes other than ``other``, SBU), ``predicted_other`` (fraction of windows
-        whose argmax is ``other``), ``depth_abs_mm`` (mean |z - z_gt|), ``depth_rootrel_mm``
+        whose argmax is ``other``), ``confident_interaction`` (fraction of windows whose argmax is
+        not ``other`` with probability >= 0.5: would-be events), ``depth_abs_mm`` (mean |z - z_gt|), ``depth_rootrel_mm``
         (mean |(z - z_neck) - (z_gt - z_neck_gt)|, frames with a neck), ``depth_absrel``
         (mean |z - z_gt| / z_gt), ``n``.
     """
@@ -155,7 +157,7 @@ def evaluate(model: SardeNet, dataset: WindowDataset, labels: list[str], batch_s
     stride = model.recognizer.time_stride
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
                         collate_fn=lambda b: collate(b, crop_stride=stride))
-    correct = correct_known = labelled = other = count = 0
+    correct = correct_known = labelled = other = confident = count = 0
     abs_err, rel_err, absrel = [], [], []
     known = [i for i, name in enumerate(labels) if name != OTHER]
     other_idx = labels.index(OTHER) if OTHER in labels else -1
@@ -169,6 +171,7 @@ def evaluate(model: SardeNet, dataset: WindowDataset, labels: list[str], batch_s
         pk = torch.tensor(known)[scores[:, known].argmax(1)]
         correct_known += int((pk[has] == lab[has]).sum())
         other += int((pred == other_idx).sum())
+        confident += int(((pred != other_idx) & (scores.max(1).values >= CONFIDENT)).sum())
         count += len(pred)
         gt = batch["depth"]
         valid = (gt > 0) & (depth > 0)
@@ -180,7 +183,8 @@ def evaluate(model: SardeNet, dataset: WindowDataset, labels: list[str], batch_s
             rel_err.append(rel.abs()[root_ok])
     out = {"n": count, "top1": correct / labelled if labelled else None,
            "top1_known": correct_known / labelled if labelled else None,
-           "predicted_other": other / count if count and other_idx >= 0 else None}
+           "predicted_other": other / count if count and other_idx >= 0 else None,
+           "confident_interaction": confident / count if count else None}
     if abs_err:
         out["depth_abs_mm"] = 1000 * float(torch.cat(abs_err).mean())
         out["depth_rootrel_mm"] = 1000 * float(torch.cat(rel_err).mean())
@@ -219,11 +223,14 @@ def train(recipe: dict | str | Path, data_dir: Path, out_dir: Path, device: str 
     epochs = int(cfg.get("epochs", 10))
     batch_size = int(cfg.get("batch_size", 16))
     stride = model.recognizer.time_stride if cfg.get("crop", True) else None
-    opt = torch.optim.Adam(model.parameters(), lr=float(cfg.get("lr", 3e-3)),
+    lr = float(cfg.get("lr", 3e-3))
+    depth_scale = float(cfg.get("depth_lr_scale", 1.0))  # < 1 keeps the pre-trained depth net closer
+    opt = torch.optim.Adam([{"params": model.depth_net.parameters(), "lr": lr * depth_scale},
+                            {"params": model.recognizer.parameters(), "lr": lr}],
                            weight_decay=float(cfg.get("weight_decay", 0.0)))
     steps_per_epoch = -(-len(train_set) // batch_size)
     total = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=float(cfg.get("lr", 3e-3)), total_steps=max(total, 1),
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr * depth_scale, lr], total_steps=max(total, 1),
                                                 pct_start=float(cfg.get("warmup", 0.15)))
     alpha, lam = float(cfg.get("alpha", 0.97)), float(cfg.get("lambda", 0.5))
     gen = torch.Generator().manual_seed(seed)
@@ -244,7 +251,7 @@ def train(recipe: dict | str | Path, data_dir: Path, out_dir: Path, device: str 
             opt.step()
             sched.step()
             step += 1
-            sums += (float(loss), parts["L_I"], parts["L_II"])
+            sums += (float(loss.detach()), parts["L_I"], parts["L_II"])
             if step >= total:
                 break
         n = max(1, min(steps_per_epoch, step - epoch * steps_per_epoch))

@@ -1,0 +1,79 @@
+"""The daemon's default recogniser: trained and exported on first use, cached by recipe hash.
+
+``ensure_default_model`` returns the manifest of ``artifact_dir/sarde/<recipe-hash>/sarde.json``;
+when it is missing it trains (``engines.sarde.train``, about 5 minutes on 2 CPU cores) and exports
+(``export.sarde``) under an exclusive lock file, so two processes never train at once and the
+second one reuses the first one's result. torch is imported only when training is needed.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+#: The default training recipe, in the repository.
+DEFAULT_RECIPE: Path = Path(__file__).resolve().parents[2] / "configs" / "models" / "sarde-default.yaml"
+MANIFEST_NAME = "sarde.json"
+
+
+def recipe_hash(recipe: dict) -> str:
+    """12 hex digits of the sha256 of the recipe as canonical JSON (sorted keys)."""
+    text = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def ensure_default_model(artifact_dir: Path, data_dir: Path, recipe_path: Path | None = None,
+                         progress: bool = True) -> Path:
+    """Path of the exported default SARDE manifest, training and exporting it first if needed.
+
+    Args:
+        artifact_dir: cache root; the model lives in ``artifact_dir/sarde/<recipe-hash>/``.
+        data_dir: data root with ``skeletons/sbu_kinect_interaction`` and ``skeletons/msr_action3d``.
+        recipe_path: YAML recipe; default :data:`DEFAULT_RECIPE`.
+        progress: tqdm bars while training.
+
+    Returns:
+        The manifest path (``.../sarde.json``, beside ``sarde.onnx``).
+
+    Raises:
+        FileNotFoundError: if the recipe or, when training is needed, the datasets are missing.
+    """
+    recipe_path = Path(recipe_path) if recipe_path is not None else DEFAULT_RECIPE
+    with open(recipe_path, encoding="utf-8") as fh:
+        recipe = yaml.safe_load(fh)
+    if not isinstance(recipe, dict):
+        raise ValueError(f"recipe {recipe_path} is not a mapping")
+    key = recipe_hash(recipe)
+    model_dir = Path(artifact_dir) / "sarde" / key
+    manifest = model_dir / MANIFEST_NAME
+    if manifest.is_file():
+        return manifest
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = model_dir.parent / f"{key}.lock"
+    with open(lock_path, "w") as lock:
+        t0 = time.perf_counter()
+        fcntl.flock(lock, fcntl.LOCK_EX)  # blocks while another process trains this recipe
+        waited = time.perf_counter() - t0
+        if manifest.is_file():
+            log.info("default SARDE model %s was built by another process (waited %.0f s)", key, waited)
+            return manifest
+        from engines.sarde.train import train  # torch from here on
+        from export.sarde import export_sarde
+
+        log.warning("training the default SARDE model (recipe %s, %s); this takes a few minutes once",
+                    recipe_path.name, key)
+        train_dir = model_dir / "train"
+        if train_dir.exists():
+            shutil.rmtree(train_dir)  # a half-finished earlier run
+        ckpt = train(recipe, Path(data_dir), train_dir, seed=int(recipe.get("seed", 0)), progress=progress)
+        out = export_sarde(ckpt, model_dir)
+        (model_dir / "recipe.yaml").write_text(recipe_path.read_text(encoding="utf-8"), encoding="utf-8")
+        return out
