@@ -1,12 +1,24 @@
-"""One small inference interface over onnxruntime, with execution-provider fallback.
+"""One small inference interface over onnxruntime and native TensorRT, with fallback.
 
 ``onnxruntime-gpu`` runs on CPU-only machines: asking for CUDA or TensorRT there logs a
 library-load error and the session falls back to CPU. :class:`OnnxModel` asks for the providers
-in the configured order, then logs (once) the providers the session really uses.
+in the configured order, then logs one line naming the provider really used (TensorRT, CUDA or CPU).
+
+Backends (:data:`BACKENDS`, name -> class, every class with ``run(feeds) -> {name: array}``,
+``input_names``, ``output_names``, ``providers`` and ``input_shape(i)``):
+
+* ``onnxruntime``: :class:`OnnxModel`; TensorRT execution-provider options (engine cache and
+  timing cache under ``trt_cache_dir``, FP16) come from :func:`provider_options`.
+* ``tensorrt``: :class:`engines.trt.TrtModel`, the native TensorRT runner (imported lazily, the
+  ``tensorrt`` extra). :func:`open_model` falls back from it to onnxruntime (CUDA, then CPU) when
+  TensorRT or a GPU is missing, with one log line saying what is used.
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
+import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -26,6 +38,75 @@ class ModelLoadError(RuntimeError):
     """A model file is missing, unreadable or not a valid ONNX graph."""
 
 
+@functools.lru_cache(maxsize=1)
+def cuda_driver_present() -> bool:
+    """True if the NVIDIA driver library (``libcuda.so.1``) loads, i.e. a GPU may be usable.
+
+    Set ``SARDE_FORCE_CPU=1`` to answer False (tests, benchmarks of the CPU path).
+    """
+    if os.environ.get("SARDE_FORCE_CPU") == "1":
+        return False
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
+def select_providers(requested: Sequence[str], available: Sequence[str]) -> list[str]:
+    """onnxruntime provider names to ask for, best first.
+
+    Args:
+        requested: short names (``tensorrt``, ``cuda``, ``cpu``), best first.
+        available: ``onnxruntime.get_available_providers()``.
+
+    Returns:
+        The requested providers onnxruntime knows, in order, with ``CPUExecutionProvider`` last.
+
+    Raises:
+        ValueError: an unknown short name.
+    """
+    unknown = [p for p in requested if p not in PROVIDERS]
+    if unknown:
+        raise ValueError(f"unknown execution provider(s) {unknown}; choose from {sorted(PROVIDERS)}")
+    have = set(available)
+    if not cuda_driver_present():  # onnxruntime-gpu lists GPU providers on CPU-only hosts too
+        have = {PROVIDERS["cpu"]}
+    wanted = [PROVIDERS[p] for p in requested if PROVIDERS[p] in have and PROVIDERS[p] != PROVIDERS["cpu"]]
+    return wanted + [PROVIDERS["cpu"]]
+
+
+def provider_options(provider: str, trt_cache_dir: str | Path | None = None, fp16: bool = True,
+                     profile: Mapping[str, tuple[Sequence[int], Sequence[int], Sequence[int]]] | None = None) -> dict:
+    """onnxruntime options for one provider (long name); ``{}`` for providers without any.
+
+    TensorRT EP: engine cache and timing cache in ``trt_cache_dir`` (onnxruntime keys its cached
+    engines by graph hash, GPU and TensorRT version itself), FP16 when ``fp16``, and explicit
+    optimisation-profile shapes ``{input: (min, opt, max)}`` so a dynamic batch axis does not
+    rebuild the engine per batch size. CUDA EP: exhaustive cuDNN algorithm search.
+    """
+    if provider == PROVIDERS["tensorrt"]:
+        opts: dict = {"trt_fp16_enable": bool(fp16)}
+        if trt_cache_dir is not None:
+            Path(trt_cache_dir).mkdir(parents=True, exist_ok=True)
+            opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(trt_cache_dir),
+                        trt_timing_cache_enable=True, trt_timing_cache_path=str(trt_cache_dir))
+        if profile:
+            def fmt(i: int) -> str:
+                return ",".join(f"{name}:{'x'.join(str(int(d)) for d in shapes[i])}" for name, shapes in profile.items())
+            opts.update(trt_profile_min_shapes=fmt(0), trt_profile_opt_shapes=fmt(1), trt_profile_max_shapes=fmt(2))
+        return opts
+    if provider == PROVIDERS["cuda"]:
+        return {"cudnn_conv_algo_search": "EXHAUSTIVE"}
+    return {}
+
+
+def describe_provider(long_name: str) -> str:
+    """``TensorrtExecutionProvider`` -> ``TensorRT`` etc. (for the one log line)."""
+    return {"TensorrtExecutionProvider": "TensorRT", "CUDAExecutionProvider": "CUDA",
+            "CPUExecutionProvider": "CPU"}.get(long_name, long_name)
+
+
 class OnnxModel:
     """An onnxruntime session over one ONNX file.
 
@@ -34,21 +115,26 @@ class OnnxModel:
         providers: preferred providers, best first, as short names (``tensorrt``, ``cuda``,
             ``cpu``); ``cpu`` is always appended as the last resort.
         intra_op_threads: onnxruntime intra-op thread count (0 = onnxruntime's default).
+        trt_cache_dir: TensorRT EP engine/timing cache folder (default ``trt-cache`` beside the model).
+        fp16: let the TensorRT EP use FP16 kernels.
+        profile: TensorRT EP optimisation profile ``{input: (min, opt, max) shapes}``.
 
     Raises:
         ModelLoadError: if the file is missing or onnxruntime cannot load it.
     """
 
-    def __init__(self, path: str | Path, providers: Sequence[str] = ("cuda", "cpu"), intra_op_threads: int = 0):
+    def __init__(self, path: str | Path, providers: Sequence[str] = ("cuda", "cpu"), intra_op_threads: int = 0,
+                 trt_cache_dir: str | Path | None = None, fp16: bool = True,
+                 profile: Mapping[str, tuple[Sequence[int], Sequence[int], Sequence[int]]] | None = None):
         import onnxruntime as ort
 
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelLoadError(f"model file not found: {self.path}")
-        available = set(ort.get_available_providers())
-        wanted = [PROVIDERS[p] for p in providers if PROVIDERS[p] in available]
-        if PROVIDERS["cpu"] not in wanted:
-            wanted.append(PROVIDERS["cpu"])
+        names = select_providers(providers, ort.get_available_providers())
+        if trt_cache_dir is None and PROVIDERS["tensorrt"] in names:
+            trt_cache_dir = self.path.parent / "trt-cache"
+        wanted = [(n, provider_options(n, trt_cache_dir, fp16, profile)) for n in names]
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -60,7 +146,9 @@ class OnnxModel:
         self.providers: list[str] = self.session.get_providers()
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
-        log.info("onnxruntime session for %s uses %s (asked for %s)", self.path.name, self.providers, wanted)
+        self.backend = "onnxruntime"
+        log.info("%s runs on onnxruntime %s (asked for %s)", self.path.name, describe_provider(self.providers[0]),
+                 ", ".join(describe_provider(n) for n in names))
 
     def input_shape(self, index: int = 0) -> list[int | str | None]:
         """Declared shape of input ``index``; symbolic axes are strings or None."""
@@ -70,3 +158,53 @@ class OnnxModel:
         """Run the graph; returns ``{output name: array}``."""
         outputs = self.session.run(self.output_names, dict(feeds))
         return dict(zip(self.output_names, outputs))
+
+
+def _tensorrt_backend():
+    from engines.trt import TrtModel  # lazily: engines.trt imports tensorrt only when used
+
+    return TrtModel
+
+
+#: Backend name -> class (or a zero-argument loader returning the class, for lazy imports).
+BACKENDS: dict[str, object] = {"onnxruntime": OnnxModel, "tensorrt": _tensorrt_backend}
+
+
+def backend_class(name: str) -> type:
+    """The class registered as ``name`` in :data:`BACKENDS`.
+
+    Raises:
+        ValueError: unknown backend name.
+        ImportError: the backend's optional dependency (tensorrt) is not installed.
+    """
+    if name not in BACKENDS:
+        raise ValueError(f"unknown inference backend {name!r}; choose from {sorted(BACKENDS)}")
+    entry = BACKENDS[name]
+    return entry if isinstance(entry, type) else entry()
+
+
+def open_model(path: str | Path, backend: str = "onnxruntime", providers: Sequence[str] = ("cuda", "cpu"),
+               intra_op_threads: int = 0, **options):
+    """Open ``path`` with ``backend``, falling back TensorRT -> onnxruntime CUDA -> CPU.
+
+    Args:
+        path: the ONNX file (the TensorRT backend builds or reuses a cached engine from it).
+        backend: ``onnxruntime`` or ``tensorrt`` (native).
+        providers: onnxruntime providers for the onnxruntime backend or the fallback.
+        options: passed to the backend class (``trt_cache_dir``, ``fp16``, ``profile``, ...).
+
+    Returns:
+        A backend instance; its ``providers`` name what really runs.
+
+    Raises:
+        ModelLoadError: the file is missing or no backend can load it.
+    """
+    if backend == "tensorrt":
+        try:
+            cls = backend_class("tensorrt")
+            return cls(path, **{k: v for k, v in options.items() if k in ("trt_cache_dir", "fp16", "profile")})
+        except (ImportError, RuntimeError) as exc:  # no tensorrt, no GPU, or the engine cannot be built
+            log.warning("native TensorRT unavailable for %s (%s); falling back to onnxruntime", Path(path).name, exc)
+            fallback = [p for p in providers if p != "tensorrt"] or ["cuda", "cpu"]
+            return OnnxModel(path, fallback, intra_op_threads)
+    return backend_class(backend)(path, providers, intra_op_threads, **options)

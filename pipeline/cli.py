@@ -116,9 +116,25 @@ def cmd_export(args) -> int:
     if args.what in ("recognizer", "all"):
         if args.checkpoint:
             from export.sarde import export_sarde
-            print(export_sarde(Path(args.checkpoint), Path(args.out or cfg.paths.artifact_dir / "sarde" / "custom")))
+            manifest = export_sarde(Path(args.checkpoint), Path(args.out or cfg.paths.artifact_dir / "sarde" / "custom"))
         else:
-            print(recognizer_manifest(cfg, progress=not args.no_progress))
+            manifest = recognizer_manifest(cfg, progress=not args.no_progress)
+        print(manifest)
+        if args.fp16 or args.optimize:
+            from export.optimize import optimize_sarde
+            for path in optimize_sarde(manifest, fp16=args.fp16):
+                print(path)
+        if args.format == "tensorrt":
+            from export.manifest import read_manifest
+            from export.tensorrt import TensorRTUnavailable, build_engine
+            m = read_manifest(manifest, required=("onnx",))
+            out = Path(args.out) if args.out and not args.checkpoint else Path(manifest).parent / "trt-cache"
+            try:
+                engine, _record = build_engine(Path(manifest).parent / m["onnx"], out, "fp16" if args.fp16 else "fp32")
+            except TensorRTUnavailable as exc:
+                print(f"sarde: error: {exc}", file=sys.stderr)
+                return 2
+            print(engine)
     return 0
 
 
@@ -142,8 +158,10 @@ def cmd_bench(args) -> int:
     from pipeline.bench import main as bench_main
     cfg = _load(args)
     _setup_logging("WARNING" if cfg.log_level == "INFO" else cfg.log_level)
-    cams = tuple(int(c) for c in args.cameras.split(","))
-    return bench_main(cfg, Path(args.out) if args.out else None, args.repeats, cams, args.frames)
+    cams = tuple(int(c) for c in args.cameras.split(",") if c.strip())
+    batches = tuple(int(b) for b in args.batches.split(",") if b.strip())
+    backends = tuple(b.strip() for b in args.backends.split(",") if b.strip()) if args.backends else None
+    return bench_main(cfg, Path(args.out) if args.out else None, args.repeats, cams, args.frames, batches, backends)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,7 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp, sources=False)
     sp.add_argument("what", choices=["detector", "recognizer", "all"], nargs="?", default="all")
     sp.add_argument("--checkpoint", help="recognizer: export this trained checkpoint instead of the default model")
-    sp.add_argument("--out", help="output directory for --checkpoint")
+    sp.add_argument("--out", help="output directory for --checkpoint / --format tensorrt")
+    sp.add_argument("--format", choices=["onnx", "tensorrt"], default="onnx",
+                    help="recognizer: onnx (default) or also a cached TensorRT engine (needs the tensorrt extra and a GPU)")
+    sp.add_argument("--fp16", action="store_true",
+                    help="recognizer: also write an FP16 ONNX graph (sarde-fp16.onnx, parity-checked) / build the TensorRT engine in FP16")
+    sp.add_argument("--optimize", action="store_true",
+                    help="recognizer: also write a simplified graph (sarde-opt.onnx) with per-step parity in its manifest")
     sp.set_defaults(func=cmd_export)
 
     sp = sub.add_parser("train", help="train the SARDE graph on the skeleton datasets")
@@ -209,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--cameras", default="1", help="comma-separated camera counts for the end-to-end runs, e.g. 1,4,8")
     sp.add_argument("--frames", type=int, default=60, help="frames per camera in each end-to-end run")
     sp.add_argument("--out", help="write the JSON result here")
+    sp.add_argument("--batches", default="1,8,32", help="fused-graph batch sizes, comma-separated (default 1,8,32)")
+    sp.add_argument("--backends", default=None,
+                    help="only these fused-graph backends, e.g. torch_eager_cpu,onnxruntime_cpu (default: every available)")
     sp.set_defaults(func=cmd_bench)
     return p
 

@@ -148,7 +148,7 @@ def test_stage_survives_bad_messages(tmp_path, shared_dir, artifact_cache):
         img, scale, pad = letterbox(frame, stage.input_size)
         good = dict(kind="frame", camera="cam", seq=0, capture_ts=time.time(), shape=list(img.shape), orig_size=[frame.shape[1], frame.shape[0]],
                     scale=scale, pad=list(pad))
-        push.send_multipart([b"only one part"])
+        push.send_multipart([b"{}", b"x", b"three parts"])
         push.send_multipart([b"{not json", b"x"])
         push.send_multipart([json.dumps({"v": 1, "kind": "frame"}).encode(), b"x"])
         small, s2, p2 = letterbox(frame, (216, 184))

@@ -3,6 +3,7 @@
 * :func:`scale_invariant_depth_loss`: Eqs. 4-5, the scale-invariant MSE of Eigen et al. (2014) in
   the log10 domain, over the joints that have ground truth, per sample.
 * :func:`recognition_loss`: Eq. 6 (garbled in print) read as standard cross-entropy.
+* :func:`mse_depth_loss`: plain MSE in metres, the ablation baseline of Table 3 ("SI vs MSE").
 * :func:`multitask_loss`: Eq. 3, ``L = α L_I + (1 - α) L_II``, each term averaged over the samples
   that carry its supervision (depth ground truth / a class label).
 """
@@ -42,6 +43,24 @@ def scale_invariant_depth_loss(pred: torch.Tensor, target: torch.Tensor, lam: fl
     return loss, count > 0
 
 
+def mse_depth_loss(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample plain mean squared depth error in metres^2 over joints with ground truth (target > 0).
+
+    Args and returns as :func:`scale_invariant_depth_loss`.
+    """
+    n = pred.shape[0]
+    pred = pred.reshape(n, -1)
+    target = target.reshape(n, -1)
+    valid = target > 0
+    sq = torch.where(valid, (pred - target) ** 2, 0.0)
+    count = valid.sum(dim=1)
+    return sq.sum(dim=1) / count.clamp(min=1).to(pred.dtype), count > 0
+
+
+#: Depth losses by recipe name (``train.depth_loss``).
+DEPTH_LOSSES = {"scale_invariant": scale_invariant_depth_loss, "mse": lambda p, t, lam=LAMBDA: mse_depth_loss(p, t)}
+
+
 def recognition_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample cross-entropy (Eqs. 6-7 as standard CE on softmax scores).
 
@@ -57,8 +76,11 @@ def recognition_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.
 
 
 def multitask_loss(logits: torch.Tensor, depth: torch.Tensor, labels: torch.Tensor, depth_target: torch.Tensor,
-                   alpha: float = ALPHA, lam: float = LAMBDA) -> tuple[torch.Tensor, dict[str, float]]:
+                   alpha: float = ALPHA, lam: float = LAMBDA, depth_loss: str = "scale_invariant",
+                   ) -> tuple[torch.Tensor, dict[str, float]]:
     """Eq. 3: ``L = α L_I + (1 - α) L_II``.
+
+    ``depth_loss`` picks ``L_I``: ``"scale_invariant"`` (Eqs. 4-5) or ``"mse"`` (ablation).
 
     ``L_I`` is the mean of :func:`scale_invariant_depth_loss` over samples with depth ground truth,
     ``L_II`` the mean cross-entropy over labelled samples; a term with no sample in the batch is 0.
@@ -70,7 +92,9 @@ def multitask_loss(logits: torch.Tensor, depth: torch.Tensor, labels: torch.Tens
     Returns:
         ``(loss scalar tensor, {"L_I": float, "L_II": float})``.
     """
-    l1, has_gt = scale_invariant_depth_loss(depth, depth_target, lam)
+    if depth_loss not in DEPTH_LOSSES:
+        raise ValueError(f"depth_loss must be one of {sorted(DEPTH_LOSSES)}, got {depth_loss!r}")
+    l1, has_gt = DEPTH_LOSSES[depth_loss](depth, depth_target, lam)
     l2, has_label = recognition_loss(logits, labels)
     loss_i = l1.sum() / has_gt.sum().clamp(min=1)
     loss_ii = l2.sum() / has_label.sum().clamp(min=1)

@@ -109,6 +109,65 @@ class DepthGCN(nn.Module):
         return F.softplus(self.head(h)).squeeze(1)  # (B, 1, T, V) -> (B, T, V)
 
 
+class InceptionDepthGCN(nn.Module):
+    """SARDE Inception depth network (Sec. 3.1, Fig. 4, Table 1): per-frame inception GCN blocks + MLP head.
+
+    Each block has four parallel branches on the same input, concatenated (Table 1):
+    (a) GCN in->16 -> GCN 16->24; (b) GCN in->16 -> GCN 16->24 -> GCN 24->24; (c) GCN in->24;
+    (d) graph pooling (mean over the 1-hop neighbourhood, ``X Σ_k Â_k``) -> 1x1 conv in->24.
+    Every GCN / conv is followed by BatchNorm + ReLU. Blocks output ``4 * 24 = 96`` channels (times
+    ``width``). Skips as in :class:`DepthGCN`: with ``skip = s >= 1`` block ``l`` adds the output of
+    block ``l - 1 - s``. Table 1 is ambiguous about branch (b)'s first layer ("GCN 16->24 -> GCN
+    24->24"); it is read as the deeper sibling of (a). All operations are MatMul/Conv (ONNX friendly).
+
+    Args:
+        num_blocks: inception blocks (Table 4: 3).
+        width: multiplier on the branch widths 16 / 24.
+        skip, in_channels, init_depth: as :class:`DepthGCN`.
+
+    Shape:
+        input ``(B, 2, T, V)`` normalised (x, y); output ``(B, T, V)`` depth in metres (> 0).
+    """
+
+    def __init__(self, num_blocks: int = 3, width: float = 1.0, skip: int = 1, in_channels: int = 2,
+                 init_depth: float = 2.5, adjacency: torch.Tensor | None = None):
+        super().__init__()
+        a = torch.as_tensor(spatial_adjacency()) if adjacency is None else adjacency
+        c16, c24 = max(4, int(round(16 * width))), max(4, int(round(24 * width)))
+        self.register_buffer("pool", a.sum(0).clone())  # (V, V) Λ^-1/2 A Λ^-1/2, X @ pool = neighbour mean
+        self.skip = skip
+
+        def gcn(cin, cout):
+            return nn.Sequential(GraphConv(cin, cout, a), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+        self.blocks = nn.ModuleList()
+        prev = in_channels
+        for _ in range(num_blocks):
+            self.blocks.append(nn.ModuleDict({
+                "a": nn.Sequential(gcn(prev, c16), gcn(c16, c24)),
+                "b": nn.Sequential(gcn(prev, c16), gcn(c16, c24), gcn(c24, c24)),
+                "c": gcn(prev, c24),
+                "d": nn.Sequential(nn.Conv2d(prev, c24, 1), nn.BatchNorm2d(c24), nn.ReLU(inplace=True)),
+            }))
+            prev = 4 * c24
+        hidden = max(4, prev // 2)
+        self.head = nn.Sequential(nn.Conv2d(prev, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, 1, 1))
+        with torch.no_grad():
+            self.head[-1].bias.fill_(float(torch.log(torch.expm1(torch.tensor(init_depth)))))
+
+    def forward(self, xy: torch.Tensor) -> torch.Tensor:
+        outs: list[torch.Tensor] = []
+        h = xy
+        for i, block in enumerate(self.blocks):
+            pooled = torch.matmul(h, self.pool)  # (B, C, T, V) graph mean pooling
+            h = torch.cat([block["a"](h), block["b"](h), block["c"](h), block["d"](pooled)], dim=1)
+            j = i - 1 - self.skip
+            if self.skip > 0 and j >= 0:
+                h = h + outs[j]
+            outs.append(h)
+        return F.softplus(self.head(h)).squeeze(1)  # (B, T, V)
+
+
 class STGCNBlock(nn.Module):
     """ST-GCN unit (Yan et al. 2018): spatial GCN -> BN -> ReLU -> temporal conv -> BN -> dropout,
     plus a residual, then ReLU; features of frames without a skeleton are zeroed.
@@ -211,41 +270,74 @@ class SardeNet(nn.Module):
 
     Args:
         num_classes: K.
-        depth_width, depth_channels, skip: :class:`DepthGCN` settings.
+        depth_width, depth_channels, skip: depth network settings (:class:`DepthGCN`;
+            ``depth_width`` and ``skip`` also for :class:`InceptionDepthGCN`).
         blocks, dropout: :class:`STGCN` settings.
         use_score: also feed the detector score channel to the recogniser.
         num_persons: M.
+        depth_net: ``"series"`` (:class:`DepthGCN`, the paper's better variant) or ``"inception"``.
+        inception_blocks: blocks of the inception variant (Table 4: 3).
+        depth_mode: ``"estimated"`` (SARDE), ``"none"`` (2D-only ST-GCN baseline on (x, y)) or
+            ``"oracle"`` (ST-GCN on (x, y, ground-truth depth): the 3D upper bound of the ablation;
+            the depth is passed to :meth:`logits` as ``depth_in``). Only ``"estimated"`` is a
+            deployable daemon model.
 
     Shape:
         input ``(N, 3, T, V, M)``: channels (x, y, score) from ``engines.skeleton`` (score 0 =
         joint missing). :meth:`forward` returns ``scores`` ``(N, K)`` softmax probabilities and
-        ``depth`` ``(N, T, V, M)`` metres (0 where the joint is missing);
+        ``depth`` ``(N, T, V, M)`` metres (0 where the joint is missing; all 0 for ``"none"``);
         :meth:`logits` returns ``(logits (N, K), depth)`` for training.
     """
 
     def __init__(self, num_classes: int, depth_width: float = 1.0, depth_channels: Sequence[int] = DEPTH_CHANNELS,
                  skip: int = 1, blocks: Sequence[Sequence[int]] = STGCN_BLOCKS, dropout: float = 0.0,
-                 use_score: bool = False, num_persons: int = 2):
+                 use_score: bool = False, num_persons: int = 2, depth_net: str = "series",
+                 inception_blocks: int = 3, depth_mode: str = "estimated"):
         super().__init__()
+        if depth_mode not in ("estimated", "none", "oracle"):
+            raise ValueError(f"depth_mode must be estimated, none or oracle, got {depth_mode!r}")
+        if depth_net not in ("series", "inception"):
+            raise ValueError(f"depth_net must be series or inception, got {depth_net!r}")
         a = torch.as_tensor(spatial_adjacency())
         self.use_score = use_score
         self.num_persons = num_persons
-        self.depth_net = DepthGCN(depth_channels, depth_width, skip, adjacency=a)
-        self.recognizer = STGCN(4 if use_score else 3, num_classes, blocks, num_persons, dropout, adjacency=a)
+        self.depth_mode = depth_mode
+        self.depth_net: nn.Module | None = None
+        if depth_mode == "estimated":
+            if depth_net == "series":
+                self.depth_net = DepthGCN(depth_channels, depth_width, skip, adjacency=a)
+            else:
+                self.depth_net = InceptionDepthGCN(inception_blocks, depth_width, skip, adjacency=a)
+        in_channels = (2 if depth_mode == "none" else 3) + (1 if use_score else 0)
+        self.recognizer = STGCN(in_channels, num_classes, blocks, num_persons, dropout, adjacency=a)
 
-    def logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def estimates_depth(self) -> bool:
+        """True when the model has a depth network (trained with ``L_I``)."""
+        return self.depth_net is not None
+
+    def logits(self, x: torch.Tensor, depth_in: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` ``(N, 3, T, V, M)``; ``depth_in`` ``(N, T, V, M)`` metres, required for ``"oracle"``."""
         n, c, t, v, m = x.shape
         x = x.permute(0, 4, 1, 2, 3).reshape(n * m, c, t, v)  # (N, C, T, V, M) -> (N*M, C, T, V)
         score = x[:, 2:3]
         joint_mask = (score > 0).to(x.dtype)  # (N*M, 1, T, V)
         xy = x[:, :2] * joint_mask  # missing joints are (0, 0) whatever the input holds there
         frame_mask = joint_mask.amax(dim=3, keepdim=True)  # (N*M, 1, T, 1)
-        if self.training:
+        if self.depth_mode == "oracle":
+            if depth_in is None:
+                raise ValueError("depth_mode 'oracle' needs depth_in (ground-truth depth)")
+            depth = depth_in.permute(0, 3, 1, 2).reshape(n * m, t, v)  # (N, T, V, M) -> (N*M, T, V)
+        elif self.depth_mode == "none":
+            depth = xy.new_zeros(n * m, t, v)
+        elif self.training:
             depth = self._depth_of_valid_frames(xy, frame_mask)
         else:
             depth = self.depth_net(xy)  # (N*M, T, V)
         depth = depth.unsqueeze(1) * joint_mask  # (N*M, 1, T, V), 0 where missing
-        parts = [xy, depth, score] if self.use_score else [xy, depth]
+        parts = [xy] if self.depth_mode == "none" else [xy, depth]
+        if self.use_score:
+            parts.append(score)
         logits = self.recognizer(torch.cat(parts, dim=1), frame_mask)
         depth_out = depth.reshape(n, m, t, v).permute(0, 2, 3, 1)  # (N, T, V, M)
         return logits, depth_out
@@ -261,15 +353,20 @@ class SardeNet(nn.Module):
             depth[keep] = self.depth_net(rows[keep])[:, 0]  # (R, 1, V) -> (R, V)
         return depth.reshape(b, t, v)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, depth = self.logits(x)
+    def forward(self, x: torch.Tensor, depth_in: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, depth = self.logits(x, depth_in)
         return torch.softmax(logits, dim=1), depth
 
 
 def build_model(config: dict, num_classes: int) -> SardeNet:
     """Build :class:`SardeNet` from a recipe's ``model`` section (keys: ``depth_width``,
-    ``depth_channels``, ``skip``, ``blocks``, ``dropout``, ``use_score``, ``num_persons``)."""
-    known = {"depth_width", "depth_channels", "skip", "blocks", "dropout", "use_score", "num_persons"}
+    ``depth_channels``, ``skip``, ``blocks``, ``dropout``, ``use_score``, ``num_persons``,
+    ``depth_net``, ``inception_blocks``, ``depth_mode``).
+
+    Raises:
+        ValueError: on an unknown key or value."""
+    known = {"depth_width", "depth_channels", "skip", "blocks", "dropout", "use_score", "num_persons",
+             "depth_net", "inception_blocks", "depth_mode"}
     unknown = set(config) - known
     if unknown:
         raise ValueError(f"unknown model settings: {sorted(unknown)}")

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from engines.datasets.msr import load_msr_action3d
 from engines.datasets.sbu import SBU_FOLDS, load_sbu
 from engines.sarde.data import Augment, WindowDataset, collate, make_window
-from engines.sarde.losses import multitask_loss, scale_invariant_depth_loss
+from engines.sarde.losses import DEPTH_LOSSES, multitask_loss
 from engines.sarde.models import SardeNet, build_model
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def pretrain_depth(model: SardeNet, sequences: list, recipe: dict, seed: int, pr
     """
     cfg = recipe.get("pretrain_depth", {})
     epochs = int(cfg.get("epochs", 0))
-    if epochs <= 0:
+    if epochs <= 0 or model.depth_net is None:
         return []
     w = recipe.get("window", {})
     augment = Augment(**recipe.get("augment", {}))
@@ -110,6 +110,7 @@ def pretrain_depth(model: SardeNet, sequences: list, recipe: dict, seed: int, pr
     opt = torch.optim.Adam(net.parameters(), lr=float(cfg.get("lr", 3e-3)))
     batch = int(cfg.get("batch_frames", 512))
     lam = float(recipe.get("train", {}).get("lambda", 0.5))
+    depth_fn = DEPTH_LOSSES[str(recipe.get("train", {}).get("depth_loss", "scale_invariant"))]
     history = []
     net.train()
     for epoch in range(epochs):
@@ -130,7 +131,7 @@ def pretrain_depth(model: SardeNet, sequences: list, recipe: dict, seed: int, pr
         for i in _progress(range(0, len(x), batch), progress, desc=f"depth pretrain {epoch + 1}/{epochs}", leave=False):
             idx = order[i:i + batch]
             pred = net(x[idx])  # (B, 1, V)
-            loss, has = scale_invariant_depth_loss(pred, d[idx], lam)
+            loss, has = depth_fn(pred, d[idx], lam)
             loss = loss[has].mean()
             opt.zero_grad()
             loss.backward()
@@ -139,6 +140,163 @@ def pretrain_depth(model: SardeNet, sequences: list, recipe: dict, seed: int, pr
         history.append(float(np.mean(losses)))
         log.info("depth pretrain epoch %d: L_I %.5f", epoch + 1, history[-1])
     return history
+
+
+def _is_dist() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+class _Logits(torch.nn.Module):
+    """``forward = SardeNet.logits``: the module DDP wraps (DDP synchronises through ``forward``)."""
+
+    def __init__(self, net: SardeNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x, depth_in=None):
+        return self.net.logits(x, depth_in)
+
+
+def fit(model: SardeNet, train_set, recipe: dict, device: str = "cpu", seed: int = 0, progress: bool = True,
+        max_steps: int | None = None, checkpoint_dir: Path | None = None) -> dict:
+    """Joint training with Eq. 3 (Sec. 3.4) over ``train_set`` (a dataset of window items).
+
+    Recipe keys (``train``): ``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``warmup``
+    (Adam + one-cycle schedule), ``alpha``, ``lambda``, ``depth_lr_scale``, ``crop``,
+    ``depth_loss`` (``scale_invariant`` | ``mse``). Models without a depth network get no ``L_I``;
+    ``depth_mode: oracle`` models receive the ground-truth depth as input.
+
+    With ``checkpoint_dir``, ``resume.pt`` (model, optimiser, schedule, RNG states, history; a
+    ``weights_only`` torch file) is written after every epoch and training resumes from it when it
+    exists. Under ``torchrun`` (an initialised process group) the model is wrapped in DDP and each
+    process reads its share of every epoch (DistributedSampler); only rank 0 writes.
+
+    Returns:
+        ``{"history": [{"epoch", "loss", "L_I", "L_II", "seconds"}], "steps": int, "resumed_epoch": int}``.
+    """
+    cfg = recipe.get("train", {})
+    epochs = int(cfg.get("epochs", 10))
+    batch_size = int(cfg.get("batch_size", 16))
+    stride = model.recognizer.time_stride if cfg.get("crop", True) else None
+    lr = float(cfg.get("lr", 3e-3))
+    depth_scale = float(cfg.get("depth_lr_scale", 1.0))  # < 1 keeps the pre-trained depth net closer
+    groups, max_lrs = [], []
+    if model.depth_net is not None:
+        groups.append({"params": model.depth_net.parameters(), "lr": lr * depth_scale})
+        max_lrs.append(lr * depth_scale)
+    groups.append({"params": model.recognizer.parameters(), "lr": lr})
+    max_lrs.append(lr)
+    opt = torch.optim.Adam(groups, weight_decay=float(cfg.get("weight_decay", 0.0)))
+    world = torch.distributed.get_world_size() if _is_dist() else 1
+    rank = torch.distributed.get_rank() if _is_dist() else 0
+    steps_per_epoch = -(-len(train_set) // (batch_size * world))
+    total = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lrs, total_steps=max(total, 1),
+                                                pct_start=float(cfg.get("warmup", 0.15)))
+    alpha, lam = float(cfg.get("alpha", 0.97)), float(cfg.get("lambda", 0.5))
+    depth_loss = str(cfg.get("depth_loss", "scale_invariant"))
+    gen = torch.Generator().manual_seed(seed)
+    history, step, first_epoch = [], 0, 0
+    resume = Path(checkpoint_dir) / "resume.pt" if checkpoint_dir is not None else None
+    if resume is not None and resume.is_file():
+        state = torch.load(resume, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        gen.set_state(state["gen"])
+        torch.set_rng_state(state["torch_rng"])
+        history, step, first_epoch = list(state["history"]), int(state["step"]), int(state["epoch"])
+        log.info("resumed from %s at epoch %d (step %d)", resume, first_epoch, step)
+    net = _Logits(model)
+    if _is_dist():
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device] if str(device).startswith("cuda") else None)
+    for epoch in range(first_epoch, epochs):
+        if step >= total:
+            break
+        t0 = time.perf_counter()
+        for ds in getattr(train_set, "datasets", [train_set]):
+            ds.set_epoch(epoch)
+        sampler = None
+        if _is_dist():
+            sampler = torch.utils.data.distributed.DistributedSampler(train_set, seed=seed, drop_last=True)
+            sampler.set_epoch(epoch)
+        loader = DataLoader(train_set, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
+                            generator=gen if sampler is None else None, drop_last=True,
+                            collate_fn=lambda b: collate(b, crop_stride=stride))
+        model.train()
+        sums, n = np.zeros(3), 0
+        bar = _progress(loader, progress and rank == 0, desc=f"epoch {epoch + 1}/{epochs}", leave=False)
+        for batch in bar:
+            target = batch["depth"].to(device)
+            depth_in = target if model.depth_mode == "oracle" else None
+            logits, depth = net(batch["window"].to(device), depth_in)
+            if not model.estimates_depth:
+                target = torch.zeros_like(target)
+            loss, parts = multitask_loss(logits, depth, batch["label"].to(device), target, alpha, lam, depth_loss)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            n += 1
+            sums += (float(loss.detach()), parts["L_I"], parts["L_II"])
+            if step >= total:
+                break
+        n = max(1, n)
+        history.append({"epoch": epoch + 1, "loss": sums[0] / n, "L_I": sums[1] / n, "L_II": sums[2] / n,
+                        "seconds": round(time.perf_counter() - t0, 2)})
+        log.info("epoch %d: L %.4f  L_I %.5f  L_II %.4f", epoch + 1, *(sums / n))
+        if resume is not None and rank == 0:
+            tmp = resume.with_suffix(".tmp")
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                        "gen": gen.get_state(), "torch_rng": torch.get_rng_state(), "history": history,
+                        "step": step, "epoch": epoch + 1}, tmp)
+            tmp.replace(resume)
+    return {"history": history, "steps": step, "resumed_epoch": first_epoch}
+
+
+def plot_curves(history: list[dict], path: Path, title: str = "") -> Path | None:
+    """Training curves (loss, L_I, L_II per epoch, and any ``val_top1``) as a PNG; None without matplotlib."""
+    try:
+        import matplotlib
+    except ImportError:
+        log.info("matplotlib not installed; no curves PNG")
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    for ax, key in zip(axes, ("L_II", "L_I", "loss")):
+        ax.plot(epochs, [h[key] for h in history], marker=".")
+        ax.set_title(key)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def depth_errors(depth: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """Per-joint depth errors where both prediction and ground truth exist.
+
+    Args:
+        depth, gt: ``(N, T, V, M)`` metres (0 = missing / unknown).
+
+    Returns:
+        ``(abs, root_rel, abs_rel)`` 1-D tensors: ``|z - z_gt|`` metres, root-relative
+        ``|(z - z_neck) - (z_gt - z_neck_gt)|`` metres (frames with a neck), ``|z - z_gt| / z_gt``;
+        None when no joint has both.
+    """
+    valid = (gt > 0) & (depth > 0)
+    if not bool(valid.any()):
+        return None
+    root_ok = valid[:, :, ROOT_JOINT:ROOT_JOINT + 1, :] & valid
+    rel = (depth - depth[:, :, ROOT_JOINT:ROOT_JOINT + 1]) - (gt - gt[:, :, ROOT_JOINT:ROOT_JOINT + 1])
+    return (depth - gt).abs()[valid], rel.abs()[root_ok], ((depth - gt).abs() / gt.clamp(min=1e-6))[valid]
 
 
 @torch.no_grad()
@@ -162,7 +320,7 @@ def evaluate(model: SardeNet, dataset: WindowDataset, labels: list[str], batch_s
     known = [i for i, name in enumerate(labels) if name != OTHER]
     other_idx = labels.index(OTHER) if OTHER in labels else -1
     for batch in loader:
-        scores, depth = model(batch["window"])
+        scores, depth = model(batch["window"], batch["depth"] if model.depth_mode == "oracle" else None)
         pred = scores.argmax(1)
         lab = batch["label"]
         has = lab >= 0
@@ -173,14 +331,11 @@ def evaluate(model: SardeNet, dataset: WindowDataset, labels: list[str], batch_s
         other += int((pred == other_idx).sum())
         confident += int(((pred != other_idx) & (scores.max(1).values >= CONFIDENT)).sum())
         count += len(pred)
-        gt = batch["depth"]
-        valid = (gt > 0) & (depth > 0)
-        if valid.any():
-            abs_err.append((depth - gt).abs()[valid])
-            absrel.append(((depth - gt).abs() / gt.clamp(min=1e-6))[valid])
-            root_ok = valid[:, :, ROOT_JOINT:ROOT_JOINT + 1, :] & valid
-            rel = (depth - depth[:, :, ROOT_JOINT:ROOT_JOINT + 1]) - (gt - gt[:, :, ROOT_JOINT:ROOT_JOINT + 1])
-            rel_err.append(rel.abs()[root_ok])
+        errors = depth_errors(depth, batch["depth"])
+        if errors is not None:
+            abs_err.append(errors[0])
+            rel_err.append(errors[1])
+            absrel.append(errors[2])
     out = {"n": count, "top1": correct / labelled if labelled else None,
            "top1_known": correct_known / labelled if labelled else None,
            "predicted_other": other / count if count and other_idx >= 0 else None,
@@ -220,45 +375,8 @@ def train(recipe: dict | str | Path, data_dir: Path, out_dir: Path, device: str 
     model = build_model(recipe.get("model", {}), len(labels)).to(device)
     pre_hist = pretrain_depth(model, splits["msr_train"], recipe, seed, progress)
 
-    epochs = int(cfg.get("epochs", 10))
-    batch_size = int(cfg.get("batch_size", 16))
-    stride = model.recognizer.time_stride if cfg.get("crop", True) else None
-    lr = float(cfg.get("lr", 3e-3))
-    depth_scale = float(cfg.get("depth_lr_scale", 1.0))  # < 1 keeps the pre-trained depth net closer
-    opt = torch.optim.Adam([{"params": model.depth_net.parameters(), "lr": lr * depth_scale},
-                            {"params": model.recognizer.parameters(), "lr": lr}],
-                           weight_decay=float(cfg.get("weight_decay", 0.0)))
-    steps_per_epoch = -(-len(train_set) // batch_size)
-    total = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr * depth_scale, lr], total_steps=max(total, 1),
-                                                pct_start=float(cfg.get("warmup", 0.15)))
-    alpha, lam = float(cfg.get("alpha", 0.97)), float(cfg.get("lambda", 0.5))
-    gen = torch.Generator().manual_seed(seed)
-    history, step = [], 0
-    for epoch in range(epochs):
-        for ds in train_set.datasets:
-            ds.set_epoch(epoch)
-        loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=gen, drop_last=True,
-                            collate_fn=lambda b: collate(b, crop_stride=stride))
-        model.train()
-        sums = np.zeros(3)
-        bar = _progress(loader, progress, desc=f"epoch {epoch + 1}/{epochs}", leave=False)
-        for batch in bar:
-            logits, depth = model.logits(batch["window"].to(device))
-            loss, parts = multitask_loss(logits, depth, batch["label"].to(device), batch["depth"].to(device), alpha, lam)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            sums += (float(loss.detach()), parts["L_I"], parts["L_II"])
-            if step >= total:
-                break
-        n = max(1, min(steps_per_epoch, step - epoch * steps_per_epoch))
-        history.append({"epoch": epoch + 1, "loss": sums[0] / n, "L_I": sums[1] / n, "L_II": sums[2] / n})
-        log.info("epoch %d: L %.4f  L_I %.5f  L_II %.4f", epoch + 1, *(sums / n))
-        if step >= total:
-            break
+    fitted = fit(model, train_set, recipe, device, seed, progress, max_steps)
+    history, step = fitted["history"], fitted["steps"]
     train_seconds = time.perf_counter() - started
     model.cpu().eval()
     metrics = {name: evaluate(model, ds, labels) for name, ds in tests.items()}
