@@ -69,6 +69,7 @@ class Health:
         with self._lock:
             self._last[camera] = now or time.time()
             self._source_up[camera] = True
+            self._ended.discard(camera)
         self._metrics.camera_last_frame.labels(camera).set(self._last[camera])
 
     def source(self, camera: str, up: bool) -> None:

@@ -111,6 +111,7 @@ class Stage:
         self.input_size = tuple(detector.input_size)  # (W, H)
         self.poller = zmq.Poller()
         self.poller.register(socket, zmq.POLLIN)
+        self._pending_eos: list[CameraState] = []
         self.windows_total = 0
         self.events_total = 0
 
@@ -152,12 +153,21 @@ class Stage:
             self.health.source(cam.name, bool(header.source_up))
             return None
         if header.kind == "eos":
-            log.info("camera %s: end of stream after %d frames", cam.name, cam.frames)
-            self._end_camera(cam)
+            # Frames of this camera may still sit in the batch being collected: end it after them.
+            self._pending_eos.append(cam)
             return None
         if image is None or tuple(image.shape[1::-1]) != self.input_size:
             shape = None if image is None else image.shape
             self._reject("frame_size", f"camera {cam.name}: frame {shape} is not the detector input {self.input_size[::-1]}", cam.name)
+            return None
+        if header.seq == 0 and cam.last_seq >= 0:
+            # A reader restarted (process restart, file reopened): close the old tracks, start afresh.
+            log.info("camera %s: reader restarted (sequence back to 0); ending its %d tracks", cam.name, len(cam.tracker.active_ids))
+            self._end_camera(cam)
+            del self.cameras[cam.name]
+            cam = self._camera(header.camera)
+        elif cam.ended:
+            self._reject("after_eos", f"camera {cam.name}: frame {header.seq} after its end of stream", cam.name)
             return None
         if header.seq <= cam.last_seq:
             self._reject("seq", f"camera {cam.name}: sequence went back from {cam.last_seq} to {header.seq}", cam.name)
@@ -293,6 +303,10 @@ class Stage:
         batch = self._collect(timeout_ms)
         if batch:
             self._recognise(self._detect(batch))
+        while self._pending_eos:
+            cam = self._pending_eos.pop(0)
+            log.info("camera %s: end of stream after %d frames", cam.name, cam.frames)
+            self._end_camera(cam)
         return len(batch)
 
     def end_camera_by_name(self, name: str) -> None:

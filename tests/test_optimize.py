@@ -109,6 +109,7 @@ def test_detector_graph_optimised_with_recorded_parity(detector_onnx):
 
 def test_sarde_simplified_and_fp16_parity(default_model, tmp_path):
     """simplify: exact vs the exported graph and within 1e-4 of torch; FP16 within 0.05 of FP32."""
+    pytest.importorskip("onnxconverter_common")
     paths = optimize_sarde(default_model, fp16=True, out_dir=tmp_path)
     assert [p.name for p in paths] == ["sarde-opt.json", "sarde-fp16.json"]
     opt = json.loads(paths[0].read_text())["optimisation"]
@@ -127,6 +128,7 @@ def test_sarde_simplified_and_fp16_parity(default_model, tmp_path):
 
 
 def test_to_fp16_runs_on_the_small_graph():
+    pytest.importorskip("onnxconverter_common")
     model = _conv_chain(16)
     x = np.random.default_rng(4).normal(size=(1, 3, 20, 24)).astype(np.float32)
     ref = run_onnx(model, {"x": x})

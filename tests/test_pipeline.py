@@ -184,3 +184,47 @@ def test_cli_run_on_any_video_prints_json_events(tmp_path, shared_dir, artifact_
     assert lines, proc.stderr[-2000:]
     assert all(l["schema"] == "sarde.event/1" and l["camera"] == "my_clip" for l in lines)
     assert re.search(r"stage done: \d+ windows classified", proc.stderr)
+
+
+@pytest.mark.usefixtures("default_model")
+def test_reader_and_stage_as_separate_processes_over_tcp(tmp_path, shared_dir, artifact_cache):
+    """`sarde stage` and `sarde reader` in two processes over tcp; `sarde events` reads journal and live topics."""
+    import signal
+
+    port, pub = _free_port(), _free_port()
+    cfg = tmp_path / "stage.yaml"
+    cfg.write_text(
+        f"paths: {{data_dir: '{shared_dir / 'data'}', pose_model_dir: '{shared_dir / 'models' / 'pose'}', artifact_dir: '{artifact_cache}'}}\n"
+        f"transport: {{frames_endpoint: 'tcp://127.0.0.1:{port}'}}\n"
+        f"events: {{threshold: 0.01, end_threshold: 0.005, ignore_labels: [], pub_endpoint: 'tcp://127.0.0.1:{pub}', journal: '{tmp_path}/ev.db', stdout: false}}\n"
+        "recognizer: {stride: 20, min_frames: 10}\nmetrics: {enabled: false}\n")
+    stage = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "stage", "--config", str(cfg), "--no-progress"],
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    live = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "events", "--connect", f"tcp://127.0.0.1:{pub}",
+                             "--topic", "sarde.ntu_hug.", "--timeout", "15"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3)  # stage loads its models and binds; subscriber connects
+        reader = subprocess.run([sys.executable, "-m", "pipeline.cli", "reader", "--endpoint", f"tcp://127.0.0.1:{port}",
+                                 "--source", str(shared_dir / "data" / "videos" / "pyskl" / "ntu_hug.avi")],
+                                cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert reader.returncode == 0, reader.stderr[-2000:]
+        deadline = time.time() + 120
+        db = tmp_path / "ev.db"
+        while time.time() < deadline:  # the stage ends the camera (eos) and emits every 'end'
+            if db.exists():
+                out = subprocess.run([sys.executable, "-m", "pipeline.cli", "events", "--journal", str(db)],
+                                     cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
+                phases = [json.loads(l)["phase"] for l in out.splitlines()]
+                if phases and phases.count("start") == phases.count("end"):
+                    break
+            time.sleep(1)
+        stage.send_signal(signal.SIGTERM)
+        assert stage.wait(60) == 0, stage.stderr.read()[-2000:]
+        live_out, _ = live.communicate(timeout=60)  # exits 15 s after the last event
+    finally:
+        for p in (stage, live):
+            if p.poll() is None:
+                p.kill()
+    stored = [json.loads(l) for l in out.splitlines()]
+    assert stored and all(e["camera"] == "ntu_hug" for e in stored)
+    assert [json.loads(l)["event_id"] for l in live_out.splitlines()] == [e["event_id"] for e in stored]

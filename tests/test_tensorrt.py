@@ -67,7 +67,7 @@ def test_provider_selection_and_options(monkeypatch):
     assert select_providers(["tensorrt", "cuda", "cpu"], full) == ["CPUExecutionProvider"]
     with pytest.raises(ValueError, match="unknown"):
         select_providers(["tpu"], full)
-    opts = provider_options(PROVIDERS["tensorrt"], "/tmp/x-cache-not-created" if False else None, True,
+    opts = provider_options(PROVIDERS["tensorrt"], None, True,
                             {"skeleton": batch_profile(["N", 3, 150, 18, 2])})
     assert opts["trt_fp16_enable"] is True and "trt_engine_cache_enable" not in opts
     assert opts["trt_profile_max_shapes"] == "skeleton:32x3x150x18x2"

@@ -198,6 +198,8 @@ def fit(model: SardeNet, train_set, recipe: dict, device: str = "cpu", seed: int
     gen = torch.Generator().manual_seed(seed)
     history, step, first_epoch = [], 0, 0
     resume = Path(checkpoint_dir) / "resume.pt" if checkpoint_dir is not None else None
+    if resume is not None:
+        resume.parent.mkdir(parents=True, exist_ok=True)
     if resume is not None and resume.is_file():
         state = torch.load(resume, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
@@ -243,7 +245,8 @@ def fit(model: SardeNet, train_set, recipe: dict, device: str = "cpu", seed: int
             if step >= total:
                 break
         n = max(1, n)
-        history.append({"epoch": epoch + 1, "loss": sums[0] / n, "L_I": sums[1] / n, "L_II": sums[2] / n,
+        history.append({"epoch": epoch + 1, "loss": float(sums[0] / n), "L_I": float(sums[1] / n),
+                        "L_II": float(sums[2] / n),
                         "seconds": round(time.perf_counter() - t0, 2)})
         log.info("epoch %d: L %.4f  L_I %.5f  L_II %.4f", epoch + 1, *(sums / n))
         if resume is not None and rank == 0:

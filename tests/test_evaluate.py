@@ -1,0 +1,192 @@
+"""`sarde eval` (engines.sarde.evaluate), the ablation model variants, the inception depth network and
+its ONNX export, resumable training."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from engines.datasets import SkeletonSequence  # noqa: E402
+from engines.sarde.data import WindowDataset  # noqa: E402
+from engines.sarde.evaluate import (build_recipe, classification_metrics, daemon_window, main,  # noqa: E402
+                                    suite_runs)
+from engines.sarde.losses import mse_depth_loss, multitask_loss  # noqa: E402
+from engines.sarde.models import InceptionDepthGCN, SardeNet, build_model  # noqa: E402
+from engines.skeleton import normalize_keypoints, to_window  # noqa: E402
+
+SHARED = Path(os.environ.get("SARDE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+DATA = SHARED / "data"
+needs_data = pytest.mark.skipif(not (DATA / "skeletons").is_dir(), reason="shared data not available")
+TINY = {"depth_width": 0.125, "blocks": [[8, 2], [8, 2]]}
+
+
+def _seq(length=30, fps=15.0, label="a", seed=0) -> SkeletonSequence:
+    rng = np.random.default_rng(seed)
+    kp = np.zeros((length, 1, 18, 3), np.float32)
+    kp[..., 0] = rng.uniform(100, 200, kp.shape[:3])
+    kp[..., 1] = rng.uniform(50, 200, kp.shape[:3])
+    kp[..., 2] = 1.0
+    depth = rng.uniform(2.0, 3.0, kp.shape[:3]).astype(np.float32)
+    return SkeletonSequence(f"s{seed}", kp, (320, 240), fps, depth, label, 1)
+
+
+def test_recipes_and_suites_resolve():
+    r = build_recipe("msr-as1", "oracle")
+    assert r["model"]["depth_mode"] == "oracle" and r["train"]["alpha"] == 0.97 and r["dataset"] == "msr"
+    q = build_recipe("sbu-f3", "inception", quick=True, epochs=2)
+    assert q["model"]["depth_net"] == "inception" and q["train"]["epochs"] == 2 and q["quick"]["max_steps"] == 3
+    runs = suite_runs("all")
+    assert ("sbu-f1", "2d") in runs and ("utd-xsub", "oracle") in runs and len(runs) == len(set(runs))
+    for protocol, variant in runs:  # every run of the full suite builds a model
+        build_model(build_recipe(protocol, variant, quick=True)["model"], 8)
+    with pytest.raises(KeyError):
+        build_recipe("msr-as9", "series")
+
+
+def test_daemon_window_is_right_aligned_daemon_layout():
+    seq = _seq(40, fps=30.0)  # 30 fps -> 20 frames at 15 fps
+    win, depth, (a, b) = daemon_window(seq, 150, 2, 15.0)
+    assert (a, b) == (130, 150) and win.shape == (3, 150, 18, 2) and depth.shape == (150, 18, 2)
+    idx = np.arange(20) * 2
+    np.testing.assert_array_equal(win, to_window(normalize_keypoints(seq.keypoints[idx], (320, 240)), 150, 2))
+    np.testing.assert_array_equal(depth[130:, :, 0], seq.depth[idx, 0])
+    long_win, _, span = daemon_window(_seq(200), 150, 2, 15.0)  # the last 150 frames
+    assert span == (0, 150)
+    np.testing.assert_array_equal(long_win[:, -1, :, 0], normalize_keypoints(_seq(200).keypoints[-1, 0], (320, 240)).T)
+
+
+def test_classification_metrics():
+    scores = np.array([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.5, 0.1, 0.4], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4]])
+    labels = np.array([0, 1, 2, 2, -1])
+    m = classification_metrics(scores, labels, ["a", "b", "c"])
+    assert m["n"] == 4 and m["top1"] == 0.75 and m["top5"] == 1.0
+    assert m["per_class"] == {"a": 1.0, "b": 1.0, "c": 0.5}
+    assert m["confusion"] == [[1, 0, 0], [0, 1, 0], [1, 0, 1]]
+
+
+def test_variant_models():
+    x = torch.zeros(2, 3, 16, 18, 2)
+    x[:, :2] = torch.randn(2, 2, 16, 18, 2) * 0.3
+    x[:, 2, :, :, 0] = 1.0
+    gt = torch.full((2, 16, 18, 2), 2.5)
+    flat = SardeNet(5, depth_mode="none", **{k: tuple(map(tuple, v)) if k == "blocks" else v for k, v in TINY.items()})
+    assert flat.depth_net is None and flat.recognizer.data_bn.num_features == 2 * 18 and not flat.estimates_depth
+    scores, depth = flat.eval()(x)
+    assert scores.shape == (2, 5) and torch.all(depth == 0)
+    oracle = build_model({**TINY, "depth_mode": "oracle"}, 5).eval()
+    with pytest.raises(ValueError):
+        oracle(x)
+    _, d = oracle(x, gt)
+    assert torch.all(d[..., 0] == 2.5) and torch.all(d[..., 1] == 0)  # masked where no joint
+    with pytest.raises(ValueError):
+        build_model({"depth_mode": "lidar"}, 5)
+    # plain-MSE depth loss (ablation)
+    pred = torch.full((1, 4), 3.0)
+    loss, has = mse_depth_loss(pred, torch.tensor([[2.0, 2.0, 0.0, 0.0]]))
+    assert torch.allclose(loss, torch.tensor([1.0])) and bool(has[0])
+    total, parts = multitask_loss(torch.zeros(1, 3), pred, torch.tensor([0]), torch.tensor([[2.0, 2.0, 0.0, 0.0]]),
+                                  depth_loss="mse")
+    assert abs(parts["L_I"] - 1.0) < 1e-6
+
+
+def test_inception_depth_net_shapes_and_skips():
+    net = InceptionDepthGCN().eval()
+    out = net(torch.randn(3, 2, 7, 18))
+    assert out.shape == (3, 7, 18) and bool((out > 0).all())
+    assert len(net.blocks) == 3 and net.head[0].in_channels == 96  # 4 branches x 24 (Table 1)
+    noskip = InceptionDepthGCN(skip=0).eval()
+    noskip.load_state_dict(net.state_dict())  # skips add no parameters
+    assert not torch.allclose(noskip(torch.ones(1, 2, 1, 18)), net(torch.ones(1, 2, 1, 18)))
+    # per-frame: frame t's depth depends on frame t only
+    x = torch.randn(1, 2, 4, 18)
+    y = x.clone()
+    y[:, :, 2] += 1
+    d = net(x) - net(y)
+    assert torch.all(d[:, [0, 1, 3]] == 0) and d[:, 2].abs().max() > 0
+
+
+def test_inception_model_exports_to_onnx_with_parity(tmp_path):
+    from export.sarde import export_sarde
+
+    torch.manual_seed(0)
+    recipe = {"model": {"depth_net": "inception", "inception_blocks": 2, "depth_width": 0.5,
+                        "blocks": [[8, 2], [16, 2]]}, "window": {"num_frames": 32, "num_persons": 2, "fps": 15.0}}
+    model = build_model(recipe["model"], 4)
+    x = torch.rand(4, 3, 32, 18, 2)
+    model.train()
+    model.logits(x)  # non-trivial BatchNorm statistics
+    ckpt = tmp_path / "model.pt"
+    torch.save(model.state_dict(), ckpt)
+    (tmp_path / "model.json").write_text(json.dumps({"recipe": recipe, "labels": ["a", "b", "c", "d"], "metrics": {}}))
+    windows = np.zeros((3, 3, 32, 18, 2), np.float32)
+    windows[:, :2, 4:28] = np.random.default_rng(0).normal(0, 0.3, (3, 2, 24, 18, 2))
+    windows[:, 2, 4:28] = 1.0
+    windows[1, :, :, :, 1] = 0
+    manifest = json.loads(export_sarde(ckpt, tmp_path / "out", parity_windows=windows).read_text())
+    assert manifest["T"] == 32
+    for p in manifest["parity"].values() if isinstance(manifest["parity"], dict) else []:
+        if isinstance(p, dict) and "scores_max_abs_diff" in p:
+            assert p["scores_max_abs_diff"] <= 1e-4 and p["depth_max_abs_diff"] <= 1e-4
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "out" / "sarde.onnx")).graph.node}
+    assert "MatMul" in ops and "Einsum" not in ops
+
+
+def test_fit_resumes_from_checkpoint(tmp_path):
+    from engines.sarde.train import fit
+
+    seqs = [_seq(20, label="ab"[i % 2], seed=i) for i in range(8)]
+    recipe = {"train": {"epochs": 3, "batch_size": 4}}
+
+    class Interrupted(WindowDataset):
+        def set_epoch(self, epoch):
+            if epoch == 2:
+                raise KeyboardInterrupt  # the process dies during epoch 3
+            super().set_epoch(epoch)
+
+    def run(ckpt_dir, cls=WindowDataset):
+        torch.manual_seed(0)
+        model = build_model(TINY, 2)
+        ds = cls(seqs, ["a", "b"], augment=None, num_frames=32)
+        return model, fit(model, ds, recipe, progress=False, checkpoint_dir=ckpt_dir)
+
+    model_full, full = run(tmp_path / "full")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "cut", Interrupted)
+    assert torch.load(tmp_path / "cut" / "resume.pt", weights_only=True)["epoch"] == 2
+    model_resumed, resumed = run(tmp_path / "cut")
+    assert resumed["resumed_epoch"] == 2 and len(resumed["history"]) == 3 and resumed["steps"] == full["steps"]
+    np.testing.assert_allclose([h["loss"] for h in resumed["history"]], [h["loss"] for h in full["history"]],
+                               rtol=1e-5)
+    for a, b in zip(model_full.state_dict().values(), model_resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@needs_data
+def test_sarde_eval_quick_end_to_end(tmp_path):
+    rc = main(["--protocols", "sbu-f1", "--variants", "2d,series", "--quick", "--out", str(tmp_path),
+               "--no-progress", "--threads", "1", "--device", "cpu"])
+    assert rc == 0
+    for variant in ("2d", "series"):
+        run = tmp_path / "sbu-f1" / variant
+        r = json.loads((run / "result.json").read_text())
+        assert r["n_train"] == 32 and r["n_test"] == 16 and r["steps"] == 3
+        assert 0 <= r["top1"] <= r["top5"] <= 1 and 0 <= r["daemon_top1"] <= 1
+        assert len(r["per_class"]) == 8 and np.asarray(r["confusion"]).sum() == 16
+        assert (run / "result.md").is_file() and (run / "model.pt").is_file() and (run / "resume.pt").is_file()
+        if variant == "series":
+            assert r["depth_rootrel_mm"] > 0 and 0 < r["depth_absrel"] < 1
+        else:
+            assert "depth_rootrel_mm" not in r
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| sbu-f1 | 2d (quick) |" in summary and "| sbu-f1 | series (quick) |" in summary
+    # finished runs are skipped, not retrained
+    mtime = (tmp_path / "sbu-f1" / "2d" / "result.json").stat().st_mtime
+    main(["--protocols", "sbu-f1", "--variants", "2d", "--quick", "--out", str(tmp_path), "--no-progress"])
+    assert (tmp_path / "sbu-f1" / "2d" / "result.json").stat().st_mtime == mtime
