@@ -12,6 +12,8 @@ counted in ``sarde_messages_rejected_total{reason}`` and dropped; it never stops
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -65,6 +67,16 @@ class CameraState:
 
 
 @dataclass
+class Item:
+    """One accepted frame on its way through the stage."""
+
+    header: FrameHeader
+    image: np.ndarray  # (H, W, 3) uint8 at the detector input size
+    cam: CameraState
+    received: float  # unix seconds
+
+
+@dataclass
 class StageSettings:
     """Plain settings of the stage (mapped from the validated config by the CLI)."""
 
@@ -111,7 +123,8 @@ class Stage:
         self.input_size = tuple(detector.input_size)  # (W, H)
         self.poller = zmq.Poller()
         self.poller.register(socket, zmq.POLLIN)
-        self._pending_eos: list[CameraState] = []
+        # Cameras to end after the batch in flight (eos, restart, dead reader), in arrival order.
+        self._control: list[CameraState] = []
         self.windows_total = 0
         self.events_total = 0
 
@@ -137,7 +150,7 @@ class Stage:
             self.metrics.frames_dropped.labels(camera, "stage").inc()
         self.rl.warning(reason, "rejected message (%s): %s", reason, detail)
 
-    def _accept(self, parts: list) -> tuple[FrameHeader, np.ndarray] | None:
+    def _accept(self, parts: list) -> tuple[FrameHeader, np.ndarray, CameraState] | None:
         """Validate one message; handle status/eos; return a frame to detect or None."""
         try:
             header, image = decode(parts)
@@ -154,7 +167,7 @@ class Stage:
             return None
         if header.kind == "eos":
             # Frames of this camera may still sit in the batch being collected: end it after them.
-            self._pending_eos.append(cam)
+            self._control.append(cam)
             return None
         if image is None or tuple(image.shape[1::-1]) != self.input_size:
             shape = None if image is None else image.shape
@@ -162,8 +175,8 @@ class Stage:
             return None
         if header.seq == 0 and cam.last_seq >= 0:
             # A reader restarted (process restart, file reopened): close the old tracks, start afresh.
-            log.info("camera %s: reader restarted (sequence back to 0); ending its %d tracks", cam.name, len(cam.tracker.active_ids))
-            self._end_camera(cam)
+            log.info("camera %s: reader restarted (sequence back to 0)", cam.name)
+            self._control.append(cam)
             del self.cameras[cam.name]
             cam = self._camera(header.camera)
         elif cam.ended:
@@ -176,7 +189,7 @@ class Stage:
         cam.frame_size = (int(header.orig_size[0]), int(header.orig_size[1]))
         self.metrics.frames_received.labels(cam.name).inc()
         self.health.frame(cam.name)
-        return header, image
+        return header, image, cam
 
     def _reader_counters(self, cam: CameraState, header: FrameHeader) -> None:
         dropped = int(header.dropped or 0)
@@ -188,9 +201,9 @@ class Stage:
             self.metrics.reader_reconnects.labels(cam.name).inc(reconnects - cam.reader_reconnects)
         cam.reader_reconnects = max(cam.reader_reconnects, reconnects)
 
-    def _collect(self, timeout_ms: float) -> list[tuple[FrameHeader, np.ndarray, float]]:
+    def _collect(self, timeout_ms: float) -> list[Item]:
         """Up to ``max_batch`` frames: wait ``timeout_ms`` for the first, then ``max_wait_ms`` to fill."""
-        batch: list[tuple[FrameHeader, np.ndarray, float]] = []
+        batch: list[Item] = []
         deadline = None
         wait = timeout_ms
         while len(batch) < self.s.detector_max_batch:
@@ -200,34 +213,48 @@ class Stage:
             received = time.time()
             got = self._accept([p.buffer for p in parts])
             if got is not None:
-                batch.append((*got, received))
+                header, image, cam = got
+                batch.append(Item(header, image, cam, received))
                 if deadline is None:
                     deadline = time.monotonic() + self.s.detector_max_wait_ms / 1000
             if deadline is not None:
                 wait = max(0.0, (deadline - time.monotonic()) * 1000)
                 if wait == 0:
                     break
-        self.metrics.queue_depth.labels("detector_batch").set(len(batch))
         return batch
 
-    # ------------------------------------------------------------------ process
-    def _detect(self, batch: list[tuple[FrameHeader, np.ndarray, float]]) -> list[Window]:
-        images = np.stack([img for _, img, _ in batch])  # (N, H, W, 3) uint8
+    def _take_control(self) -> list[CameraState]:
+        control, self._control = self._control, []
+        return control
+
+    def _engine(self, batch: list[Item]) -> np.ndarray:
+        """Pose engine on one batch: ``(N, h, w, 57)`` heatmaps + PAFs (runs on the engine thread)."""
+        images = np.stack([item.image for item in batch])  # (N, H, W, 3) uint8
         t0 = time.perf_counter()
-        persons = self.detector.infer(images)
+        raw = self.detector.raw(images)
         self.metrics.detector_latency.observe(time.perf_counter() - t0)
         self.metrics.detector_batch.observe(len(batch))
+        return raw
+
+    def _post(self, batch: list[Item], raw: np.ndarray, control: list[CameraState]) -> None:
+        """PAF grouping, tracking, windows, recognition and events for one engine batch, then the
+        cameras that ended while it was collected."""
         windows: list[Window] = []
-        for (header, _, received), people in zip(batch, persons):
-            cam = self.cameras[header.camera]
-            people = unletterbox(people, header.scale, tuple(header.pad))  # (P, 18, 3) original pixels
-            new = self._track(cam, header, people)
+        for item, output in zip(batch, raw):
+            t0 = time.perf_counter()
+            people = self.detector.decoder.decode(output)  # (P, 18, 3) detector-input pixels
+            self.metrics.grouping_latency.observe(time.perf_counter() - t0)
+            people = unletterbox(people, item.header.scale, tuple(item.header.pad))  # original pixels
+            new = self._track(item.cam, item.header, people)
             for w in new:
-                w.received_ts = received  # type: ignore[attr-defined]  # for the event-latency histogram
+                w.received_ts = item.received  # for the event-latency histogram
             windows.extend(new)
-            self.metrics.frames_processed.labels(cam.name).inc()
-            self.metrics.frame_latency.observe(max(0.0, time.time() - header.capture_ts))
-        return windows
+            self.metrics.frames_processed.labels(item.cam.name).inc()
+            self.metrics.frame_latency.observe(max(0.0, time.time() - item.header.capture_ts))
+        self._recognise(windows)
+        for cam in control:
+            log.info("camera %s: end of stream after %d frames", cam.name, cam.frames)
+            self._end_camera(cam)
 
     def _track(self, cam: CameraState, header: FrameHeader, people: np.ndarray) -> list[Window]:
         frame_no = header.seq
@@ -299,37 +326,74 @@ class Stage:
         return bool(expected) and all(c in self.cameras and self.cameras[c].ended for c in expected)
 
     def step(self, timeout_ms: float = 100.0) -> int:
-        """Process at most one detector batch; returns the number of frames processed."""
+        """Receive, detect and post-process at most one batch synchronously; returns frames processed."""
         batch = self._collect(timeout_ms)
-        if batch:
-            self._recognise(self._detect(batch))
-        while self._pending_eos:
-            cam = self._pending_eos.pop(0)
-            log.info("camera %s: end of stream after %d frames", cam.name, cam.frames)
-            self._end_camera(cam)
+        raw = self._engine(batch) if batch else None
+        self._post(batch, raw if raw is not None else [], self._take_control())
         return len(batch)
 
     def end_camera_by_name(self, name: str) -> None:
-        """End a camera whose reader died without an end-of-stream message."""
-        cam = self._camera(name)
-        if cam is not None:
-            self._end_camera(cam)
+        """End a camera whose reader died without an end-of-stream message (after the batch in flight)."""
+        cam = self.cameras.get(name)
+        if cam is not None and not cam.ended:
+            self._control.append(cam)
 
     def run(self, stop, idle: Callable[[], None] | None = None) -> None:
         """Loop until ``stop`` is set or, with ``end_when_all_eos``, every expected camera ended.
 
-        ``idle`` is called after every step (the daemon checks its reader processes there).
+        Two threads overlap the work: the engine thread receives and batches frames and runs the
+        pose engine (onnxruntime releases the GIL); this thread groups joints with the PAFs, tracks,
+        builds windows and runs the recogniser on the previous batch. A queue of two batches
+        between them bounds memory and pushes back on the readers (lossless files wait, live
+        sources drop at their high-water mark). ``idle`` is called after every batch.
         """
         log.info("stage running: detector batch <= %d, T=%d, M=%d, stride %d",
                  self.s.detector_max_batch, self.s.num_frames, self.s.num_persons, self.s.stride)
-        while not stop.is_set():
-            self.step()
-            if idle is not None:
-                idle()
-            if self.s.end_when_all_eos and self.all_ended():
-                log.info("all file sources ended")
-                break
-        self.shutdown()
+        handoff: queue.Queue = queue.Queue(maxsize=2)
+        engine_done = threading.Event()
+        failure: list[BaseException] = []
+
+        def engine_loop() -> None:
+            try:
+                while not stop.is_set() and not engine_done.is_set():
+                    batch = self._collect(100.0)
+                    raw = self._engine(batch) if batch else None
+                    control = self._take_control()
+                    if batch or control:
+                        while not stop.is_set():
+                            try:
+                                handoff.put((batch, raw, control), timeout=0.1)
+                                break
+                            except queue.Full:
+                                continue
+                    self.metrics.queue_depth.labels("engine_to_post").set(handoff.qsize())
+            except BaseException as exc:  # surfaced and re-raised on the main thread
+                failure.append(exc)
+                stop.set()
+
+        engine = threading.Thread(target=engine_loop, name="sarde-engine", daemon=True)
+        engine.start()
+        try:
+            while not stop.is_set():
+                try:
+                    batch, raw, control = handoff.get(timeout=0.1)
+                    self._post(batch, raw if raw is not None else [], control)
+                except queue.Empty:
+                    pass
+                if idle is not None:
+                    idle()
+                if self.s.end_when_all_eos and self.all_ended():
+                    log.info("all file sources ended")
+                    break
+        finally:
+            engine_done.set()
+            engine.join(timeout=30)
+            while not handoff.empty():
+                batch, raw, control = handoff.get_nowait()
+                self._post(batch, raw if raw is not None else [], control)
+            if failure:
+                raise failure[0]
+            self.shutdown()
 
     def shutdown(self) -> None:
         """End every camera's tracks (flushing partial windows) and every open event."""
