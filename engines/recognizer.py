@@ -24,13 +24,15 @@ class Recognizer:
         manifest_path: JSON manifest beside the fused ONNX graph (``export.sarde``).
         providers: execution providers, best first.
         num_frames, num_persons: the daemon's T and M; must equal the manifest's.
+        fps: the daemon's window frame rate; must equal the manifest's (None: not checked).
 
     Raises:
         ModelLoadError: missing/corrupt manifest or ONNX file, or T / V / M mismatch.
     """
 
     def __init__(self, manifest_path: str | Path, providers: Sequence[str] = ("cuda", "cpu"),
-                 num_frames: int = 150, num_persons: int = 2, intra_op_threads: int = 0, max_batch: int = 32):
+                 num_frames: int = 150, num_persons: int = 2, intra_op_threads: int = 0, max_batch: int = 32,
+                 fps: float | None = None):
         path = Path(manifest_path)
         try:
             self.manifest = json.loads(path.read_text())
@@ -49,6 +51,9 @@ class Recognizer:
                 f"T={num_frames}, M={num_persons}; set recognizer.num_frames/num_persons to match the model")
         self.model_id: str = str(m.get("model_id", "unknown"))
         self.fps: float | None = m.get("fps")
+        if fps is not None and self.fps is not None and abs(float(self.fps) - fps) > 1e-3:
+            raise ModelLoadError(f"recogniser {path} was trained on windows at {self.fps} frames/s but the config says "
+                                 f"recognizer.fps={fps}; set recognizer.fps: {self.fps}")
         self.max_batch = max_batch
         self.model = OnnxModel(onnx_file, providers, intra_op_threads)
         self._input = self.model.input_names[0]

@@ -77,6 +77,7 @@ class RecognizerConfig(_Strict):
     intra_op_threads: int = Field(0, ge=0, le=256, description="onnxruntime intra-op threads (0 = default).")
     num_frames: int = Field(150, ge=8, le=1000, description="T, window length in frames; must equal the model manifest's T.")
     num_persons: int = Field(2, ge=1, le=8, description="M, persons per window; must equal the model manifest's M.")
+    fps: float = Field(15.0, gt=0, le=240, description="Window frame rate in frames/s; must equal the model manifest's fps. Sources faster than this are decimated by the readers (sources.max_fps overrides).")
     stride: int = Field(30, ge=1, le=1000, description="A camera's windows are classified every `stride` frames.")
     min_frames: int = Field(15, ge=1, le=1000, description="A track needs this many observed frames in a window to be classified.")
     max_batch: int = Field(32, ge=1, le=1024, description="Most windows per recogniser run.")

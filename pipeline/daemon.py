@@ -42,8 +42,10 @@ def reader_settings(cfg: Config, src: SourceConfig, input_size: tuple[int, int])
     url = cfg.resolve_source_url(src.url)
     kind = source_kind(src, url)
     lossless = src.lossless if src.lossless is not None else kind == "file"
+    # Windows are T frames at the model's frame rate: faster sources are decimated at the reader.
+    max_fps = src.max_fps if src.max_fps is not None else cfg.recognizer.fps
     return ReaderSettings(
-        camera=src.name, url=url, kind=kind, lossless=lossless, loop=src.loop, max_fps=src.max_fps,
+        camera=src.name, url=url, kind=kind, lossless=lossless, loop=src.loop, max_fps=max_fps,
         input_size=tuple(input_size), endpoint=cfg.transport.frames_endpoint, sndhwm=cfg.transport.sndhwm,
         open_timeout_ms=src.open_timeout_ms, read_timeout_ms=src.read_timeout_ms,
         backoff_initial_s=src.backoff_initial_s, backoff_max_s=src.backoff_max_s,
@@ -72,7 +74,8 @@ def load_models(cfg: Config, progress: bool = True):
     detector = PoseDetector(det_manifest, providers=d.providers, decoder=decoder, intra_op_threads=d.intra_op_threads)
     r = cfg.recognizer
     recognizer = Recognizer(recognizer_manifest(cfg, progress), providers=r.providers, num_frames=r.num_frames,
-                            num_persons=r.num_persons, intra_op_threads=r.intra_op_threads, max_batch=r.max_batch)
+                            num_persons=r.num_persons, intra_op_threads=r.intra_op_threads, max_batch=r.max_batch,
+                            fps=r.fps)
     return detector, recognizer
 
 
@@ -152,7 +155,7 @@ def build_stage(cfg: Config, ctx: zmq.Context, stack: ExitStack, expected_files:
     settings = StageSettings(
         detector_max_batch=cfg.detector.max_batch, detector_max_wait_ms=cfg.detector.max_wait_ms,
         num_frames=r.num_frames, num_persons=r.num_persons, stride=r.stride, min_frames=r.min_frames,
-        pair_distance=r.pair_distance, max_age=t.max_age, max_distance=t.max_distance, min_joints=t.min_joints,
+        pair_distance=r.pair_distance, fps=r.fps, max_age=t.max_age, max_distance=t.max_distance, min_joints=t.min_joints,
         cameras=cams or None, end_when_all_eos=bool(expected_files), expected_cameras=expected_files,
     )
     logic = EventLogic(recognizer.labels, threshold=ev.threshold, end_threshold=ev.end_threshold,

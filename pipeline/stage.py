@@ -87,6 +87,7 @@ class StageSettings:
     stride: int = 30
     min_frames: int = 15
     pair_distance: float = 1.5
+    fps: float | None = None  # the model's window frame rate
     max_age: int = 15
     max_distance: float = 0.5
     min_joints: int = 3
@@ -185,6 +186,9 @@ class Stage:
         if header.seq <= cam.last_seq:
             self._reject("seq", f"camera {cam.name}: sequence went back from {cam.last_seq} to {header.seq}", cam.name)
             return None
+        if cam.last_seq < 0 and header.source_fps and self.s.fps and header.source_fps < 0.8 * self.s.fps:
+            log.warning("camera %s delivers %.1f frames/s, below the model's %.1f: actions look %.1fx faster to the recogniser",
+                        cam.name, header.source_fps, self.s.fps, self.s.fps / header.source_fps)
         cam.last_seq = header.seq
         cam.frame_size = (int(header.orig_size[0]), int(header.orig_size[1]))
         self.metrics.frames_received.labels(cam.name).inc()

@@ -46,7 +46,7 @@ def _config(tmp_path, shared_dir, artifact_cache, clip: str, camera: str, **even
     overrides = {
         "paths": {"data_dir": str(shared_dir / "data"), "pose_model_dir": str(shared_dir / "models" / "pose"),
                   "artifact_dir": str(artifact_cache)},
-        "sources": [{"name": camera, "url": clip}],
+        "sources": [{"name": camera, "url": clip, "max_fps": 240}],  # no decimation: every frame counts below
         "transport": {"frames_endpoint": f"ipc://{tmp_path}/frames.sock"},
         "recognizer": {"stride": 20, "min_frames": 10},
         "events": {"pub_endpoint": f"tcp://127.0.0.1:{pub_port}", "journal": str(tmp_path / "events.db"),

@@ -8,6 +8,10 @@ real held-out windows for the exporter's parity check).
 Schedule: (1) the per-frame depth GCN is pre-trained on MSR frames with the scale-invariant loss
 (cheap: it is a per-frame spatial network); (2) the whole graph is trained with Eq. 3 on SBU
 windows (recognition) and MSR windows (depth, and the ``other`` class when the recipe asks).
+
+:func:`fit` is the joint-training loop shared with the protocol runs of ``sarde eval``
+(``engines.sarde.evaluate``): Eq. 3 over any window dataset, resumable (``resume.pt``), DDP under
+``torchrun``; :func:`plot_curves` draws its history when matplotlib is installed.
 """
 from __future__ import annotations
 
