@@ -14,7 +14,9 @@ channels ``[0, 18)`` COCO-18 keypoint heatmaps, ``18`` background, ``[19, 57)`` 
 
 Measured on the 2-core development box (onnxruntime 1.23, 2 intra-op threads, batch 1, dm14):
 converted without dequantisation 104 ms/frame (134 ``DequantizeLinear`` nodes run on every call),
-dequantised 80 ms/frame; the TFLite interpreter (XNNPACK) 35-49 ms/frame.
+dequantised 80 ms/frame, dequantised + the exact passes of ``export.optimize`` (depthwise scales folded,
+odd channel counts zero-padded to multiples of 16) 49 ms/frame; the TFLite interpreter (XNNPACK)
+35-49 ms/frame.
 
 Parity tolerance (:data:`PARITY_TOLERANCE`): outputs lie in about [-1.2, 1.2]. TFLite's own two
 float kernel sets disagree by up to 0.034 (max abs) on the same NTU frame (XNNPACK delegate vs the
