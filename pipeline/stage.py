@@ -246,10 +246,16 @@ class Stage:
         windows: list[Window] = []
         for item, output in zip(batch, raw):
             t0 = time.perf_counter()
-            people = self.detector.decoder.decode(output)  # (P, 18, 3) detector-input pixels
-            self.metrics.grouping_latency.observe(time.perf_counter() - t0)
-            people = unletterbox(people, item.header.scale, tuple(item.header.pad))  # original pixels
-            new = self._track(item.cam, item.header, people)
+            try:
+                people = self.detector.decoder.decode(output)  # (P, 18, 3) detector-input pixels
+                self.metrics.grouping_latency.observe(time.perf_counter() - t0)
+                people = unletterbox(people, item.header.scale, tuple(item.header.pad))  # original pixels
+                new = self._track(item.cam, item.header, people)
+            except (ValueError, FloatingPointError) as exc:
+                # Input the header let through but the geometry cannot use (e.g. absurd scale/pad):
+                # drop this frame, keep the camera and the daemon running.
+                self._reject("frame_content", f"camera {item.cam.name} frame {item.header.seq}: {exc}", item.cam.name)
+                continue
             for w in new:
                 w.received_ts = item.received  # for the event-latency histogram
             windows.extend(new)
@@ -270,7 +276,8 @@ class Stage:
             cam.buffers.append(track_id, frame_no, header.capture_ts, norm[idx])
         windows = []
         if update.ended:
-            windows.extend(cam.scheduler.flush(cam.buffers, update.ended, frame_no, cam.name))
+            # Classify the ended tracks' last windows before their events are closed.
+            self._recognise(cam.scheduler.flush(cam.buffers, update.ended, frame_no, cam.name))
             self._end_tracks(cam, update.ended)
         windows.extend(cam.scheduler.due(cam.buffers, cam.tracker.active_ids, frame_no, cam.name))
         self.metrics.active_tracks.labels(cam.name).set(len(cam.tracker.active_ids))

@@ -85,6 +85,11 @@ def test_variant_models():
     assert torch.all(d[..., 0] == 2.5) and torch.all(d[..., 1] == 0)  # masked where no joint
     with pytest.raises(ValueError):
         build_model({"depth_mode": "lidar"}, 5)
+    # root-relative depth channel: a per-frame shift of every joint's depth changes nothing
+    rel = build_model({**TINY, "depth_mode": "oracle", "depth_input": "root_relative"}, 5).eval()
+    shifted = gt + torch.linspace(0, 1, 16)[None, :, None, None]
+    torch.testing.assert_close(rel(x, shifted)[0], rel(x, gt)[0])
+    assert not torch.allclose(oracle(x, shifted)[0], oracle(x, gt)[0])
     # plain-MSE depth loss (ablation)
     pred = torch.full((1, 4), 3.0)
     loss, has = mse_depth_loss(pred, torch.tensor([[2.0, 2.0, 0.0, 0.0]]))

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from engines.layouts import NUM_JOINTS
+from engines.layouts import COCO18_CENTER, NUM_JOINTS
 from engines.sarde.graph import spatial_adjacency
 
 
@@ -281,6 +281,9 @@ class SardeNet(nn.Module):
             ``"oracle"`` (ST-GCN on (x, y, ground-truth depth): the 3D upper bound of the ablation;
             the depth is passed to :meth:`logits` as ``depth_in``). Only ``"estimated"`` is a
             deployable daemon model.
+        depth_input: what the recogniser's depth channel holds: ``"absolute"`` camera-space z
+            (the paper) or ``"root_relative"`` z minus the neck's z in the same frame (0 where
+            the neck or the joint is missing); the depth output is absolute either way.
 
     Shape:
         input ``(N, 3, T, V, M)``: channels (x, y, score) from ``engines.skeleton`` (score 0 =
@@ -292,8 +295,11 @@ class SardeNet(nn.Module):
     def __init__(self, num_classes: int, depth_width: float = 1.0, depth_channels: Sequence[int] = DEPTH_CHANNELS,
                  skip: int = 1, blocks: Sequence[Sequence[int]] = STGCN_BLOCKS, dropout: float = 0.0,
                  use_score: bool = False, num_persons: int = 2, depth_net: str = "series",
-                 inception_blocks: int = 3, depth_mode: str = "estimated"):
+                 inception_blocks: int = 3, depth_mode: str = "estimated", depth_input: str = "absolute"):
         super().__init__()
+        if depth_input not in ("absolute", "root_relative"):
+            raise ValueError(f"depth_input must be absolute or root_relative, got {depth_input!r}")
+        self.depth_input = depth_input
         if depth_mode not in ("estimated", "none", "oracle"):
             raise ValueError(f"depth_mode must be estimated, none or oracle, got {depth_mode!r}")
         if depth_net not in ("series", "inception"):
@@ -335,7 +341,11 @@ class SardeNet(nn.Module):
         else:
             depth = self.depth_net(xy)  # (N*M, T, V)
         depth = depth.unsqueeze(1) * joint_mask  # (N*M, 1, T, V), 0 where missing
-        parts = [xy] if self.depth_mode == "none" else [xy, depth]
+        feature = depth
+        if self.depth_input == "root_relative":
+            neck = depth[:, :, :, COCO18_CENTER:COCO18_CENTER + 1]  # (N*M, 1, T, 1)
+            feature = (depth - neck) * joint_mask * (neck > 0).to(x.dtype)
+        parts = [xy] if self.depth_mode == "none" else [xy, feature]
         if self.use_score:
             parts.append(score)
         logits = self.recognizer(torch.cat(parts, dim=1), frame_mask)
@@ -361,12 +371,12 @@ class SardeNet(nn.Module):
 def build_model(config: dict, num_classes: int) -> SardeNet:
     """Build :class:`SardeNet` from a recipe's ``model`` section (keys: ``depth_width``,
     ``depth_channels``, ``skip``, ``blocks``, ``dropout``, ``use_score``, ``num_persons``,
-    ``depth_net``, ``inception_blocks``, ``depth_mode``).
+    ``depth_net``, ``inception_blocks``, ``depth_mode``, ``depth_input``).
 
     Raises:
         ValueError: on an unknown key or value."""
     known = {"depth_width", "depth_channels", "skip", "blocks", "dropout", "use_score", "num_persons",
-             "depth_net", "inception_blocks", "depth_mode"}
+             "depth_net", "inception_blocks", "depth_mode", "depth_input"}
     unknown = set(config) - known
     if unknown:
         raise ValueError(f"unknown model settings: {sorted(unknown)}")
