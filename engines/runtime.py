@@ -139,6 +139,10 @@ class OnnxModel:
         options.intra_op_num_threads = intra_op_threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # CUDA/TensorRT load failures on CPU hosts are expected
+        if os.environ.get("SARDE_ORT_SPIN", "0") != "1":
+            # The daemon shares cores between readers, the engine thread and the post-processing
+            # thread: idle onnxruntime workers must sleep, not spin, or they steal those cores.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=wanted)
         except Exception as exc:  # onnxruntime raises several unrelated types for a bad file

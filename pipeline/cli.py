@@ -241,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["eval"]:  # every argument after `eval` belongs to engines.sarde.evaluate
+        from engines.sarde.evaluate import main as eval_main
+        _setup_logging("INFO")
+        return eval_main(argv[1:])
     args = build_parser().parse_args(argv)
     from engines.runtime import ModelLoadError
     from pipeline.assets import StartupError
