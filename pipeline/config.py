@@ -124,6 +124,7 @@ class Config(_Strict):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Per-camera person tracker.")
     events: EventsConfig = Field(default_factory=EventsConfig, description="Event logic and outputs.")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus endpoint.")
+    record_poses: Path | None = Field(None, description="Append every frame's detected persons (original pixels, track ids) to this JSON-lines file; `engines.datasets.generic.jsonl_to_npz` turns it into training data.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level (logs go to stderr).")
 
     @model_validator(mode="after")

@@ -161,7 +161,15 @@ def build_stage(cfg: Config, ctx: zmq.Context, stack: ExitStack, expected_files:
     logic = EventLogic(recognizer.labels, threshold=ev.threshold, end_threshold=ev.end_threshold,
                        smoothing=ev.smoothing, min_windows=ev.min_windows, ignore_labels=tuple(ev.ignore_labels),
                        model_id=recognizer.model_id)
-    return Stage(settings, sock, detector, recognizer, logic, outputs, metrics, health)
+    recorder = None
+    if cfg.record_poses is not None:
+        from pipeline.recorder import PoseRecorder
+        try:
+            recorder = PoseRecorder(cfg.record_poses)
+        except OSError as exc:
+            raise StartupError(f"cannot open record_poses file {cfg.record_poses} ({exc.strerror}); set record_poses to a writable path") from exc
+        stack.callback(recorder.close)
+    return Stage(settings, sock, detector, recognizer, logic, outputs, metrics, health, recorder)
 
 
 def run_all(cfg: Config, progress: bool = True) -> int:

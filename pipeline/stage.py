@@ -107,10 +107,11 @@ class Stage:
         logic: the event logic.
         emit: called with every :class:`ActionEvent` (publisher, journal, stdout).
         metrics, health: the metrics registry and camera liveness.
+        recorder: optional ``PoseRecorder`` writing every frame's persons as JSON lines.
     """
 
     def __init__(self, settings: StageSettings, socket: zmq.Socket, detector, recognizer, logic: EventLogic,
-                 emit: Callable[[ActionEvent], None], metrics: StageMetrics, health: Health):
+                 emit: Callable[[ActionEvent], None], metrics: StageMetrics, health: Health, recorder=None):
         self.s = settings
         self.socket = socket
         self.detector = detector
@@ -119,6 +120,7 @@ class Stage:
         self.emit = emit
         self.metrics = metrics
         self.health = health
+        self.recorder = recorder  # optional pipeline.recorder.PoseRecorder
         self.cameras: dict[str, CameraState] = {}
         self.rl = RateLimitedLog()
         self.input_size = tuple(detector.input_size)  # (W, H)
@@ -274,6 +276,8 @@ class Stage:
         norm = normalize_keypoints(people, cam.frame_size) if len(people) else people  # (P, 18, 3)
         for track_id, idx in update.assignments:
             cam.buffers.append(track_id, frame_no, header.capture_ts, norm[idx])
+        if self.recorder is not None:
+            self.recorder.write(cam.name, frame_no, header.capture_ts, cam.frame_size, people, update.assignments)
         windows = []
         if update.ended:
             # Classify the ended tracks' last windows before their events are closed.

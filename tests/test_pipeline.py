@@ -52,6 +52,7 @@ def _config(tmp_path, shared_dir, artifact_cache, clip: str, camera: str, **even
         "events": {"pub_endpoint": f"tcp://127.0.0.1:{pub_port}", "journal": str(tmp_path / "events.db"),
                    "stdout": False, **events},
         "metrics": {"port": 0},
+        "record_poses": str(tmp_path / "poses.jsonl"),
     }
     return load_config(ROOT / "configs" / "default.yaml", overrides), pub_port
 
@@ -124,6 +125,13 @@ def test_real_clip_end_to_end(tmp_path, shared_dir, artifact_cache):
     for phases in by_id.values():
         assert phases[0] == "start" and phases[-1] == "end" and set(phases[1:-1]) <= {"update"}
     assert health["cameras"]["hug"]["ended"] is True
+    # the recorded detector output has every frame and converts to the generic training format
+    from engines.datasets.generic import jsonl_to_npz, load_npz
+    lines = (tmp_path / "poses.jsonl").read_text().splitlines()
+    assert len(lines) == n_frames
+    assert sum(len(json.loads(l)["persons"]) for l in lines) == _metric(text, "sarde_persons_detected_total", camera="hug")
+    jsonl_to_npz(tmp_path / "poses.jsonl", tmp_path / "poses.npz", label="hugging")
+    assert len(load_npz(tmp_path / "poses.npz")) >= 1
     assert 'sarde_build_info{' in text
 
 

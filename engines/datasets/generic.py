@@ -18,7 +18,7 @@ fps            () f8              frame rate
 depth          (N, M, T, V) f4    optional: camera-space depth z in metres (0 = unknown)
 ============== ================== ===========================================================
 
-Daemon detector output, JSON lines (one object per camera frame; the daemon does not record it yet,
+Daemon detector output, JSON lines (one object per camera frame, written by the daemon with `record_poses: FILE`,
 this is the agreed format)::
 
     {"camera": "cam0", "frame": 1234, "ts": 1700000000.123,

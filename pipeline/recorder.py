@@ -1,0 +1,47 @@
+"""Optional recording of the detector's output as JSON lines, for training on a site's own footage.
+
+One object per processed camera frame, the format ``engines.datasets.generic`` reads
+(``jsonl_to_npz`` turns a recording into the generic ``.npz`` training format)::
+
+    {"camera": "cam0", "frame": 1234, "ts": 1700000000.123, "width": 1280, "height": 720,
+     "persons": [[[x, y, score] x 18], ...], "track_ids": [3, 7]}
+
+``x, y`` are original-frame pixels, COCO-18 order, score 0 = joint not detected; ``track_ids`` gives
+the tracker's id of each person (-1 for a person that was not tracked).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class PoseRecorder:
+    """Append-only JSON-lines writer (line-buffered, so a killed daemon loses at most one line).
+
+    Raises:
+        OSError: the file cannot be opened for appending (reported as a start-up error).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a", buffering=1, encoding="utf-8")
+        log.info("recording detector output to %s", self.path)
+
+    def write(self, camera: str, frame: int, ts: float, frame_size: tuple[int, int],
+              persons: np.ndarray, assignments: list[tuple[int, int]]) -> None:
+        """Record one frame: ``persons`` ``(P, 18, 3)`` original pixels; ``assignments`` (track id, person index)."""
+        ids = [-1] * len(persons)
+        for track_id, idx in assignments:
+            ids[idx] = int(track_id)
+        line = {"camera": camera, "frame": int(frame), "ts": float(ts), "width": int(frame_size[0]),
+                "height": int(frame_size[1]), "persons": np.round(persons, 2).tolist(), "track_ids": ids}
+        self._fh.write(json.dumps(line, separators=(",", ":")) + "\n")
+
+    def close(self) -> None:
+        self._fh.close()
