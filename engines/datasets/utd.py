@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.datasets import SkeletonSequence
+from engines.datasets.msr import FOCAL_PX as MSR_FOCAL_PX, FRAME_SIZE as MSR_FRAME_SIZE
 from engines.layouts import UTD20_TO_COCO18, remap_to_coco18
 
 log = logging.getLogger(__name__)
@@ -41,10 +42,9 @@ UTD_ACTIONS: tuple[str, ...] = (
 )
 #: Cross-subject (X-Sub) protocol: these subjects train, 2, 4, 6, 8 test.
 XSUB_TRAIN_SUBJECTS: tuple[int, ...] = (1, 3, 5, 7)
-FRAME_SIZE: tuple[int, int] = (320, 240)
 FPS: float = 30.0
-#: Kinect v1 depth-camera focal length in pixels at 320x240 (measured on MSR Action3D).
-FOCAL_PX: float = 285.7
+#: The same Kinect v1 depth camera as MSR Action3D: 320x240 pixels, focal length measured there.
+FRAME_SIZE, FOCAL_PX = MSR_FRAME_SIZE, MSR_FOCAL_PX
 
 _NAME = re.compile(r"a(\d+)_s(\d+)_t(\d+)_skeleton$")
 
