@@ -14,7 +14,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 run: setup
-	$(VENV)/bin/sarde run
+	@$(VENV)/bin/sarde run
 
 test: setup
 	bash .ci/install-rtsp.sh
