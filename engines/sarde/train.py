@@ -26,6 +26,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
+from engines.datasets.generic import load_npz
 from engines.datasets.msr import load_msr_action3d
 from engines.datasets.sbu import SBU_FOLDS, load_sbu
 from engines.sarde.data import Augment, WindowDataset, collate, make_window
@@ -61,19 +62,30 @@ def _progress(iterable, enabled: bool, **kwargs):
 def split_data(recipe: dict, data_dir: Path) -> dict[str, list]:
     """Read SBU and MSR Action3D and split them as the recipe says.
 
+    ``data.extra_train_npz`` (optional) lists generic ``.npz`` files (``engines.datasets.generic``,
+    e.g. converted daemon recordings) whose labelled sequences join the training set; labels that are
+    not model classes are ignored by the recognition loss.
+
     Returns:
-        ``{"sbu_train", "sbu_test", "msr_train", "msr_test"}`` lists of ``SkeletonSequence``.
+        ``{"sbu_train", "sbu_test", "msr_train", "msr_test", "extra_train"}`` lists of ``SkeletonSequence``.
     """
     d = recipe["data"]
     test_sets = SBU_FOLDS[int(d.get("sbu_test_fold", 1)) - 1]
     sbu = load_sbu(data_dir)
     msr_test_subjects = set(d.get("msr_test_subjects", [2, 4, 6, 8, 10]))
     msr = load_msr_action3d(data_dir)
+    extra = []
+    for item in d.get("extra_train_npz", []):  # a site's own recordings in the generic format
+        path = Path(item).expanduser()
+        if not path.is_absolute() and not path.exists():
+            path = Path(data_dir) / path
+        extra.extend(load_npz(path))
     return {
         "sbu_train": [s for s in sbu if s.subject not in test_sets],
         "sbu_test": [s for s in sbu if s.subject in test_sets],
         "msr_train": [s for s in msr if s.subject not in msr_test_subjects],
         "msr_test": [s for s in msr if s.subject in msr_test_subjects],
+        "extra_train": extra,
     }
 
 
@@ -91,7 +103,9 @@ def _datasets(recipe: dict, splits: dict, labels: list[str], seed: int):
         [WindowDataset(splits["sbu_train"], labels, use_depth=False, augment=augment, seed=seed + 17 * r, **common)
          for r in range(repeat)]
         + [WindowDataset(splits["msr_train"], msr_labels, msr_map, use_depth=True, augment=augment, seed=seed + 1,
-                         **common)])
+                         **common)]
+        + ([WindowDataset(splits["extra_train"], labels, use_depth=all(x.depth is not None for x in splits["extra_train"]),
+                          augment=augment, seed=seed + 2, **common)] if splits.get("extra_train") else []))
     tests = {
         "sbu": WindowDataset(splits["sbu_test"], labels, use_depth=True, **common),
         "msr": WindowDataset(splits["msr_test"], msr_labels, msr_map, use_depth=True, **common),
