@@ -67,7 +67,8 @@ def split_data(recipe: dict, data_dir: Path) -> dict[str, list]:
     not model classes are ignored by the recognition loss.
 
     Returns:
-        ``{"sbu_train", "sbu_test", "msr_train", "msr_test", "extra_train"}`` lists of ``SkeletonSequence``.
+        ``{"sbu_train", "sbu_test", "msr_train", "msr_test"}`` (+ ``"extra_train"`` when given) lists of
+        ``SkeletonSequence``.
     """
     d = recipe["data"]
     test_sets = SBU_FOLDS[int(d.get("sbu_test_fold", 1)) - 1]
@@ -80,13 +81,15 @@ def split_data(recipe: dict, data_dir: Path) -> dict[str, list]:
         if not path.is_absolute() and not path.exists():
             path = Path(data_dir) / path
         extra.extend(load_npz(path))
-    return {
+    splits = {
         "sbu_train": [s for s in sbu if s.subject not in test_sets],
         "sbu_test": [s for s in sbu if s.subject in test_sets],
         "msr_train": [s for s in msr if s.subject not in msr_test_subjects],
         "msr_test": [s for s in msr if s.subject in msr_test_subjects],
-        "extra_train": extra,
     }
+    if extra:
+        splits["extra_train"] = extra
+    return splits
 
 
 def _datasets(recipe: dict, splits: dict, labels: list[str], seed: int):
