@@ -50,6 +50,21 @@ def _ceil(c: int, m: int) -> int:
     return -(-c // m) * m
 
 
+def _editable_copy(model):
+    """A copy of ``model`` to edit, its graph, ``{initializer name: tensor}`` and ``{tensor: consuming nodes}``."""
+    import onnx
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    inits = {i.name: i for i in g.initializer}
+    uses: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            uses.setdefault(i, []).append(n)
+    return m, g, inits, uses
+
+
 def pad_channels(model, multiple: int = NCHWC_MULTIPLE, min_channels: int = 8):
     """Zero-pad convolution channels to a multiple of ``multiple`` (NCHW convolutions, axis 1).
 
@@ -68,14 +83,7 @@ def pad_channels(model, multiple: int = NCHWC_MULTIPLE, min_channels: int = 8):
     import onnx
     from onnx import helper, numpy_helper
 
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    g = m.graph
-    inits = {i.name: i for i in g.initializer}
-    uses: dict[str, int] = {}
-    for n in g.node:
-        for i in n.input:
-            uses[i] = uses.get(i, 0) + 1
+    m, g, inits, uses = _editable_copy(model)
     padded: dict[str, tuple[int, int]] = {}  # tensor -> (original channels, padded channels), zeros at the end
     pad_of: dict[str, str] = {}  # unpadded tensor -> its padded copy
     slice_of: dict[str, str] = {}  # padded tensor -> its sliced (original) copy
@@ -113,7 +121,7 @@ def pad_channels(model, multiple: int = NCHWC_MULTIPLE, min_channels: int = 8):
 
     for node in g.node:
         op = node.op_type
-        if op == "Conv" and len(node.input) >= 2 and node.input[1] in inits and uses.get(node.input[1]) == 1:
+        if op == "Conv" and len(node.input) >= 2 and node.input[1] in inits and len(uses.get(node.input[1], [])) == 1:
             attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
             w = numpy_helper.to_array(inits[node.input[1]])
             b = numpy_helper.to_array(inits[node.input[2]]) if len(node.input) > 2 and node.input[2] in inits else None
@@ -214,14 +222,7 @@ def fold_scale_convs(model):
     import onnx
     from onnx import helper, numpy_helper
 
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    g = m.graph
-    inits = {i.name: i for i in g.initializer}
-    uses: dict[str, list] = {}
-    for n in g.node:
-        for i in n.input:
-            uses.setdefault(i, []).append(n)
+    m, g, inits, uses = _editable_copy(model)
     graph_outputs = {o.name for o in g.output}
 
     def attrs(n) -> dict:
