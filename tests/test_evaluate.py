@@ -190,8 +190,48 @@ def test_sarde_eval_quick_end_to_end(tmp_path):
         else:
             assert "depth_rootrel_mm" not in r
     summary = (tmp_path / "summary.md").read_text()
-    assert "| sbu-f1 | 2d (quick) |" in summary and "| sbu-f1 | series (quick) |" in summary
+    assert "| sbu-f1 | 2d (quick) | 0 |" in summary and "| sbu-f1 | series (quick) | 0 |" in summary
+    # an eval checkpoint exports to a daemon model (ONNX + manifest, parity-checked)
+    from export.manifest import read_manifest
+    from export.sarde import export_sarde
+
+    manifest = read_manifest(export_sarde(tmp_path / "sbu-f1" / "series" / "model.pt", tmp_path / "export"))
+    assert manifest["labels"] == r["labels"] and manifest["T"] == 150 and manifest["M"] == 2
+    assert manifest["heldout_metrics"]["sbu-f1"]["top1"] == r["top1"]
+    # extra seeds run into their own folders
+    main(["--protocols", "sbu-f1", "--variants", "2d", "--seeds", "0,1", "--quick", "--out", str(tmp_path),
+          "--no-progress"])
+    assert json.loads((tmp_path / "sbu-f1" / "2d-seed1" / "result.json").read_text())["seed"] == 1
     # finished runs are skipped, not retrained
     mtime = (tmp_path / "sbu-f1" / "2d" / "result.json").stat().st_mtime
     main(["--protocols", "sbu-f1", "--variants", "2d", "--quick", "--out", str(tmp_path), "--no-progress"])
     assert (tmp_path / "sbu-f1" / "2d" / "result.json").stat().st_mtime == mtime
+
+
+def _fake_run(root: Path, protocol: str, variant: str, top1: float, seed: int = 0, **extra) -> None:
+    run = root / protocol / (variant if seed == 0 else f"{variant}-seed{seed}")
+    run.mkdir(parents=True)
+    (run / "result.json").write_text(json.dumps({"protocol": protocol, "variant": variant, "seed": seed,
+                                                 "top1": top1, "quick": False, **extra}))
+
+
+def test_report_tables_gap_and_partial_means(tmp_path):
+    from engines.sarde.evaluate import EXPERIMENTS
+    from engines.sarde.report import render
+
+    for k in range(1, 6):  # SBU: oracle 0.80, 2d 0.70, series 0.75 on every fold -> half the gap closed
+        _fake_run(tmp_path, f"sbu-f{k}", "2d", 0.70)
+        _fake_run(tmp_path, f"sbu-f{k}", "oracle", 0.80)
+        _fake_run(tmp_path, f"sbu-f{k}", "series", 0.74, depth_rootrel_mm=60.0, depth_absrel=0.05)
+        _fake_run(tmp_path, f"sbu-f{k}", "series", 0.76, seed=1, depth_rootrel_mm=70.0, depth_absrel=0.05)
+    _fake_run(tmp_path, "sbu-f1", "mse", 0.90)  # one fold only: shown as partial, not closing the gap
+    _fake_run(tmp_path, "msr-as1", "2d", 0.9)
+    md, tables = render(tmp_path, EXPERIMENTS / "published.yaml")
+    sbu = tables["sbu"]
+    assert sbu["variants"]["series"]["mean"] == pytest.approx(0.75)
+    assert sbu["gap"]["oracle_minus_2d"] == pytest.approx(0.10)
+    assert sbu["gap"]["closed"] == {"series": pytest.approx(0.5)}
+    assert "| series | 75.0 ± 1.4 (2) |" in md and "(90.0, 1/5)" in md and "series 50 %" in md
+    assert "| *published: HCN* |" in md and "98.60" in md
+    assert tables["msr"]["gap"] is None and "needs 2d and oracle" in md
+    assert not tables["utd"]["variants"] and "UTD-MHAD" not in md

@@ -3,9 +3,12 @@
 One command runs a whole suite (``sarde eval --suite all --out runs/eval``); every (protocol,
 variant) run trains a model from its recipe, evaluates it on the held-out split and writes, under
 ``OUT/<protocol>/<variant>/``: ``result.json``, ``result.md``, ``confusion.png``, ``curves.png``
-(matplotlib), ``model.pt`` and ``resume.pt`` (training resumes from it after an interruption; a run
-with ``result.json`` is skipped unless ``--force``). ``OUT/summary.md`` / ``summary.json`` collect all
-runs found under ``OUT``.
+(matplotlib), ``model.pt`` with ``model.json`` and ``parity_windows.npy`` (so ``sarde export recognizer
+--checkpoint .../model.pt`` turns it into a daemon model) and ``resume.pt`` (training resumes from it after
+an interruption; a run with ``result.json`` is skipped unless ``--force``). ``--seeds 0,1,2`` repeats
+each run per seed (extra seeds under ``OUT/<protocol>/<variant>-seed<k>/``). ``OUT/summary.md`` /
+``summary.json`` collect all runs found under ``OUT``: per-dataset tables (:mod:`engines.sarde.report`)
+and one row per run; ``--report`` only rebuilds them.
 
 Protocols (:data:`PROTOCOLS`): MSR Action3D X-Sub on AS1/AS2/AS3 and all 20 actions (subjects
 1,3,5,7,9 train), SBU 5-fold CV (the authors' folds), UTD-MHAD X-Sub (subjects 1,3,5,7 train).
@@ -251,7 +254,9 @@ def run_one(protocol: str, variant: str, data_dir: Path, out_root: Path, recipe_
     from engines.sarde.models import build_model
     from engines.sarde.train import fit, plot_curves, pretrain_depth
 
-    out = Path(out_root) / protocol / variant
+    recipe = build_recipe(protocol, variant, recipe_dir, quick, epochs)
+    seed = int(recipe.get("seed", 0)) if seed is None else int(seed)
+    out = Path(out_root) / protocol / run_name(variant, seed, int(recipe.get("seed", 0)))
     result_path = out / "result.json"
     if result_path.is_file() and not force:
         log.info("%s/%s done already (%s); skipped", protocol, variant, result_path)
@@ -259,8 +264,6 @@ def run_one(protocol: str, variant: str, data_dir: Path, out_root: Path, recipe_
     if force and (out / "resume.pt").is_file():
         (out / "resume.pt").unlink()
     out.mkdir(parents=True, exist_ok=True)
-    recipe = build_recipe(protocol, variant, recipe_dir, quick, epochs)
-    seed = int(recipe.get("seed", 0)) if seed is None else int(seed)
     cache = {} if cache is None else cache
     if protocol not in cache:
         cache[protocol] = load_protocol(protocol, data_dir)
@@ -310,6 +313,14 @@ def run_one(protocol: str, variant: str, data_dir: Path, out_root: Path, recipe_
         result.update(depth_rootrel_mm=1000 * float(rel_e.mean()), depth_abs_mm=1000 * float(abs_e.mean()),
                       depth_absrel=float(absrel.mean()))
     torch.save(model.state_dict(), out / "model.pt")
+    # beside model.pt, what `sarde export recognizer --checkpoint` needs: recipe + labels, parity windows
+    (out / "model.json").write_text(json.dumps({
+        "recipe": recipe, "labels": labels, "seed": seed, "train_seconds": result["train_seconds"],
+        "metrics": {protocol: {k: result.get(k) for k in ("top1", "top5", "daemon_top1", "depth_rootrel_mm",
+                                                          "depth_abs_mm", "depth_absrel")}},
+    }, indent=2, sort_keys=True), encoding="utf-8")
+    np.save(out / "parity_windows.npy", np.stack([test_set[i]["window"].numpy() for i in range(min(4, len(test_set)))]),
+            allow_pickle=False)
     title = f"{protocol} / {variant}: top-1 {metrics['top1']:.3f}"
     plot_confusion(metrics["confusion"], labels, out / "confusion.png", title)
     plot_curves(fitted["history"], out / "curves.png", f"{protocol} / {variant}")
@@ -349,18 +360,32 @@ def run_markdown(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summarise(out_root: Path) -> tuple[Path, Path]:
-    """Collect every ``result.json`` under ``out_root`` into ``summary.md`` and ``summary.json``."""
+def run_name(variant: str, seed: int, recipe_seed: int) -> str:
+    """Folder name of a run: the variant for the recipe's own seed, ``<variant>-seed<k>`` for others."""
+    return variant if seed == recipe_seed else f"{variant}-seed{seed}"
+
+
+def summarise(out_root: Path, recipe_dir: Path = EXPERIMENTS) -> tuple[Path, Path]:
+    """Collect every ``result.json`` under ``out_root`` into ``summary.md`` and ``summary.json``.
+
+    ``summary.md`` holds the per-dataset tables of :mod:`engines.sarde.report` (variants side by side,
+    seed means, published numbers, gap closed by estimated depth), then one row per run.
+    """
+    from engines.sarde.report import render
+
     out_root = Path(out_root)
     results = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(out_root.glob("*/*/result.json"))]
-    rows = [{k: r.get(k) for k in ("protocol", "variant", "top1", "top5", "daemon_top1", "depth_rootrel_mm",
+    rows = [{k: r.get(k) for k in ("protocol", "variant", "seed", "top1", "top5", "daemon_top1", "depth_rootrel_mm",
                                    "depth_abs_mm", "depth_absrel", "train_seconds", "epochs", "num_parameters",
                                    "n_train", "n_test", "quick")} for r in results]
-    (out_root / "summary.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
-    lines = ["| protocol | variant | top-1 % | top-5 % | top-1 daemon windows % | depth root-rel mm | "
-             "depth abs-rel | train s | epochs | params |", "|---|---|---|---|---|---|---|---|---|---|"]
+    report_md, tables = render(out_root, recipe_dir / "published.yaml")
+    (out_root / "summary.json").write_text(json.dumps({"tables": tables, "runs": rows}, indent=2), encoding="utf-8")
+    lines = [report_md, "## Every run", "",
+             "| protocol | variant | seed | top-1 % | top-5 % | top-1 daemon windows % | depth root-rel mm | "
+             "depth abs-rel | train s | epochs | params |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['protocol']} | {r['variant']}{' (quick)' if r['quick'] else ''} | {_fmt(r['top1'])} | "
+        lines.append(f"| {r['protocol']} | {r['variant']}{' (quick)' if r['quick'] else ''} | {r['seed']} | "
+                     f"{_fmt(r['top1'])} | "
                      f"{_fmt(r['top5'])} | {_fmt(r['daemon_top1'])} | {_fmt(r['depth_rootrel_mm'], False)} | "
                      f"{'-' if r['depth_absrel'] is None else format(r['depth_absrel'], '.3f')} | "
                      f"{_fmt(r['train_seconds'], False)} | {r['epochs']} | {r['num_parameters']} |")
@@ -401,7 +426,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny model, a few steps, data subset")
     parser.add_argument("--epochs", type=int, help="override every recipe's train.epochs")
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
-    parser.add_argument("--seed", type=int)
+    parser.add_argument("--seed", type=int, help="seed of every run (default: the recipe's)")
+    parser.add_argument("--seeds", help="comma-separated seeds: each run repeated per seed (extra seeds go to "
+                        "OUT/<protocol>/<variant>-seed<k>/); the report averages them")
+    parser.add_argument("--report", action="store_true", help="only rebuild summary.md / summary.json from the "
+                        "runs under --out")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--force", action="store_true", help="re-run finished runs")
     parser.add_argument("--no-progress", action="store_true")
@@ -410,6 +439,10 @@ def main(argv: list[str] | None = None) -> int:
         argv = argv[1:]
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.report:
+        md, _ = summarise(args.out, args.recipes)
+        print(md.read_text(encoding="utf-8"))
+        return 0
     if args.protocols:
         variants = (args.variants or "series").split(",")
         runs = [(p, v) for p in args.protocols.split(",") for v in variants]
@@ -428,12 +461,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.device.startswith("cuda"):
             args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
             torch.cuda.set_device(args.device)
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
     cache: dict = {}
     for protocol, variant in runs:
-        run_one(protocol, variant, args.data, args.out, args.recipes, args.quick, args.epochs, args.device,
-                args.seed, not args.no_progress, args.force, cache)
+        for seed in seeds:
+            run_one(protocol, variant, args.data, args.out, args.recipes, args.quick, args.epochs, args.device,
+                    seed, not args.no_progress, args.force, cache)
     if int(os.environ.get("RANK", "0")) == 0:
-        md, _ = summarise(args.out)
+        md, _ = summarise(args.out, args.recipes)
         print(md.read_text(encoding="utf-8"))
     return 0
 

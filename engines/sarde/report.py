@@ -1,0 +1,148 @@
+"""The results tables of ``sarde eval``, laid out like SARDE's Tables 3-4.
+
+Input: the ``result.json`` of every run under an output folder (``OUT/<protocol>/<run>/result.json``,
+written by :func:`engines.sarde.evaluate.run_one`; ``<run>`` is the variant, or ``<variant>-seed<k>``
+for extra seeds). Output: markdown (and a JSON twin) with, per dataset,
+
+* top-1 (%) of every variant on every protocol of the dataset, side by side, with the dataset mean
+  (MSR: AS1/AS2/AS3 average, as published; SBU: 5-fold mean; UTD: X-Sub) and the published numbers
+  (``configs/experiments/published.yaml``);
+* the share of the 2D-only -> 3D-oracle gap that estimated depth closes:
+  ``(top1(variant) - top1(2d)) / (top1(oracle) - top1(2d))`` on the dataset means (only defined
+  when the oracle beats the 2D baseline);
+* the held-out depth error of the depth-estimating variants (root-relative mm, abs-rel).
+
+Runs of one (protocol, variant) with several seeds are averaged; the cell shows the mean and, when
+there is more than one seed, the sample standard deviation and the seed count. A dataset mean over
+an incomplete set of protocols is shown in parentheses with the count, never as if it were complete.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+#: dataset -> (title, protocols averaged for the dataset mean, key of the published mean, extra protocols)
+DATASETS: dict[str, tuple[str, list[str], str, list[str]]] = {
+    "msr": ("MSR Action3D, cross-subject (AS1/AS2/AS3 mean; all 20 actions apart)",
+            ["msr-as1", "msr-as2", "msr-as3"], "msr-as", ["msr-all"]),
+    "sbu": ("SBU Kinect Interaction, 5-fold cross-validation (authors' folds)",
+            [f"sbu-f{k}" for k in range(1, 6)], "sbu", []),
+    "utd": ("UTD-MHAD, cross-subject", ["utd-xsub"], "utd-xsub", []),
+}
+#: Table order of the variants; others follow alphabetically.
+VARIANT_ORDER = ["2d", "series", "inception", "oracle", "mse", "noskip", "score", "2d-score", "oracle-rel",
+                 "series-rel"]
+#: Variants that estimate depth (their gap closure is reported).
+ESTIMATED = ("series", "inception", "mse", "noskip", "score", "series-rel")
+
+
+def load_results(out_root: Path) -> list[dict]:
+    """Every ``result.json`` under ``out_root`` (sorted by path), quick smoke runs excluded."""
+    results = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(Path(out_root).glob("*/*/result.json"))]
+    return [r for r in results if not r.get("quick")]
+
+
+def _group(results: list[dict], key: str) -> dict[tuple[str, str], list[float]]:
+    cells: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in results:
+        if r.get(key) is not None:
+            cells[(r["protocol"], r["variant"])].append(float(r[key]))
+    return cells
+
+
+def _variants(results: list[dict], protocols: list[str]) -> list[str]:
+    found = {r["variant"] for r in results if r["protocol"] in protocols}
+    return [v for v in VARIANT_ORDER if v in found] + sorted(found - set(VARIANT_ORDER))
+
+
+def _cell(values: list[float] | None, scale: float = 100.0, digits: int = 1) -> str:
+    if not values:
+        return "-"
+    mean = statistics.fmean(values) * scale
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {statistics.stdev(values) * scale:.{digits}f} ({len(values)})"
+
+
+def dataset_table(results: list[dict], dataset: str, published: dict) -> dict:
+    """Top-1 table of one dataset as data: ``{"variants": {v: {protocol: [top1...], "mean": x, "n": k}}, ...}``.
+
+    ``mean`` is the mean over the dataset's mean protocols of the per-protocol seed means (``None`` if
+    the variant has no run there); ``n`` how many of those protocols it covers.
+    """
+    title, protocols, pub_key, extra = DATASETS[dataset]
+    cells = _group(results, "top1")
+    depth = _group(results, "depth_rootrel_mm")
+    absrel = _group(results, "depth_absrel")
+    table: dict = {"title": title, "protocols": protocols + extra, "mean_protocols": protocols,
+                   "published": published.get(pub_key, []),
+                   "published_by_protocol": {p: published.get(p, []) for p in protocols + extra}, "variants": {}}
+    for v in _variants(results, protocols + extra):
+        row = {p: cells.get((p, v), []) for p in protocols + extra}
+        means = [statistics.fmean(row[p]) for p in protocols if row[p]]
+        d = [x for p in protocols for x in depth.get((p, v), [])]
+        a = [x for p in protocols for x in absrel.get((p, v), [])]
+        table["variants"][v] = {**row, "mean": statistics.fmean(means) if means else None, "n": len(means),
+                                "depth_rootrel_mm": statistics.fmean(d) if d else None,
+                                "depth_absrel": statistics.fmean(a) if a else None}
+    rows = table["variants"]
+    base, oracle = rows.get("2d", {}), rows.get("oracle", {})
+    complete = len(protocols)
+    table["gap"] = None
+    if base.get("n") == complete and oracle.get("n") == complete:
+        gap = oracle["mean"] - base["mean"]
+        table["gap"] = {"oracle_minus_2d": gap, "closed": {}}
+        for v in ESTIMATED:
+            if rows.get(v, {}).get("n") == complete and gap > 0:
+                table["gap"]["closed"][v] = (rows[v]["mean"] - base["mean"]) / gap
+    return table
+
+
+def _markdown(table: dict) -> list[str]:
+    protocols, mean_protocols = table["protocols"], table["mean_protocols"]
+    lines = [f"### {table['title']}", "",
+             "| variant | " + " | ".join(protocols) + " | mean top-1 % | depth root-rel mm | depth abs-rel |",
+             "|---|" + "---|" * (len(protocols) + 3)]
+    for v, row in table["variants"].items():
+        if row["mean"] is None:
+            mean = "-"
+        elif row["n"] == len(mean_protocols):
+            mean = f"**{100 * row['mean']:.1f}**"
+        else:
+            mean = f"({100 * row['mean']:.1f}, {row['n']}/{len(mean_protocols)})"
+        depth = "-" if row["depth_rootrel_mm"] is None else f"{row['depth_rootrel_mm']:.1f}"
+        absrel = "-" if row["depth_absrel"] is None else f"{row['depth_absrel']:.3f}"
+        lines.append(f"| {v} | " + " | ".join(_cell(row[p]) for p in protocols) + f" | {mean} | {depth} | {absrel} |")
+    for pub in table["published"]:
+        per = {p: next((f"{q['top1']:.2f}" for q in table["published_by_protocol"].get(p, [])
+                        if q["source"] == pub["source"]), "") for p in protocols}
+        lines.append(f"| *published: {pub['source']}* | " + " | ".join(per[p] for p in protocols)
+                     + f" | {pub['top1']:.2f} | | |")
+    gap = table["gap"]
+    lines.append("")
+    if gap is None:
+        lines.append("Gap closed by estimated depth: needs 2d and oracle on every protocol of the mean.")
+    elif gap["oracle_minus_2d"] <= 0:
+        lines.append(f"No 2D-to-3D gap to close: the ground-truth-depth oracle is {100 * gap['oracle_minus_2d']:+.1f} "
+                     "points against 2D-only.")
+    else:
+        closed = ", ".join(f"{v} {100 * c:.0f} %" for v, c in gap["closed"].items()) or "no complete variant"
+        lines.append(f"2D-to-3D gap (oracle - 2d): {100 * gap['oracle_minus_2d']:+.1f} points; share closed by "
+                     f"estimated depth: {closed}.")
+    return lines + [""]
+
+
+def render(out_root: Path, published_path: Path) -> tuple[str, dict]:
+    """Markdown and JSON of every dataset table for the runs under ``out_root``."""
+    results = load_results(out_root)
+    published = yaml.safe_load(Path(published_path).read_text(encoding="utf-8")) or {}
+    tables = {d: dataset_table(results, d, published) for d in DATASETS}
+    lines = ["## Top-1 by dataset (mean over seeds; ± sample sd (seeds) where repeated)", ""]
+    for table in tables.values():
+        if table["variants"]:
+            lines += _markdown(table)
+    return "\n".join(lines), tables
