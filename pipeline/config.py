@@ -99,6 +99,9 @@ class EventsConfig(_Strict):
     pub_endpoint: str | None = Field("tcp://127.0.0.1:5560", description="ZeroMQ PUB endpoint the stage binds for events; null disables publishing.")
     topic_prefix: str = Field("sarde", min_length=1, max_length=64, description="Topic is '<prefix>.<camera>.<label>'.")
     journal: Path | None = Field(Path("artifacts/events.db"), description="Durable event journal (sqlite); null disables it.")
+    journal_retention_days: float | None = Field(30.0, gt=0, description="Journal retention: events older than this are deleted (at start-up and every journal_prune_every events); null keeps them forever.")
+    journal_max_events: int | None = Field(1_000_000, ge=1, description="Journal retention: keep at most this many newest events; null for no cap.")
+    journal_prune_every: int = Field(1000, ge=1, description="Apply the journal retention after this many appended events.")
     stdout: bool = Field(True, description="Print each event as one JSON line on stdout.")
 
     @model_validator(mode="after")

@@ -91,6 +91,27 @@ class Outputs:
         self.publisher = EventPublisher(ev.pub_endpoint, ev.topic_prefix, self.journal, context=ctx) if ev.pub_endpoint else None
         self.stdout = ev.stdout
         self.metrics = metrics
+        self._retention = (None if ev.journal_retention_days is None else 86400.0 * ev.journal_retention_days,
+                           ev.journal_max_events)
+        self._prune_every, self._since_prune = ev.journal_prune_every, 0
+        self._prune()
+
+    def _prune(self) -> None:
+        """Journal retention (config ``events.journal_*``); a failure is logged and counted, never fatal."""
+        from pipeline.journal import JournalError
+
+        self._since_prune = 0
+        if self.journal is None or self._retention == (None, None):
+            return
+        try:
+            n = self.journal.prune(*self._retention)
+        except JournalError as exc:
+            self.metrics.journal_errors.inc()
+            log.error("journal retention failed: %s", exc)
+            return
+        if n:
+            self.metrics.journal_pruned.inc(n)
+            log.info("journal retention: %d old events deleted from %s", n, self.journal.path)
 
     def __call__(self, event: ActionEvent) -> None:
         from pipeline.journal import JournalError
@@ -106,6 +127,9 @@ class Outputs:
             log.error("journal write failed for event %s: %s", event.event_id, exc)
             if self.publisher is not None:
                 self.publisher.send_only(event)
+        self._since_prune += 1
+        if self._since_prune >= self._prune_every:
+            self._prune()
         if self.stdout:
             sys.stdout.write(event.to_json() + "\n")
             sys.stdout.flush()

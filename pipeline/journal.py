@@ -161,6 +161,34 @@ class EventJournal:
             if remaining is not None:
                 remaining -= len(rows)
 
+    def prune(self, max_age_s: float | None = None, max_events: int | None = None,
+              now: float | None = None) -> int:
+        """Retention: delete events older than ``max_age_s`` (by ``emitted_ts``, Unix s) and all but the
+        newest ``max_events``; returns how many rows were deleted.
+
+        ``seq`` stays strictly increasing afterwards (AUTOINCREMENT never reuses numbers), so a
+        subscriber catching up from a pruned ``seq`` simply gets the oldest event still kept.
+
+        Raises:
+            JournalError: if the journal is read-only or the delete fails.
+        """
+        if self.readonly:
+            raise JournalError(f"journal {self.path} is open read-only")
+        import time
+
+        deleted = 0
+        try:
+            if max_age_s is not None:
+                cutoff = (time.time() if now is None else now) - float(max_age_s)
+                deleted += self._db.execute("DELETE FROM events WHERE emitted_ts < ?", (cutoff,)).rowcount
+            if max_events is not None:
+                deleted += self._db.execute(
+                    "DELETE FROM events WHERE seq <= (SELECT seq FROM events ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                    (int(max_events),)).rowcount
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot prune journal {self.path}: {exc}") from exc
+        return deleted
+
     def last_seq(self) -> int:
         """Highest ``seq`` stored, 0 when empty."""
         try:

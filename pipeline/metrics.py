@@ -45,6 +45,7 @@ class StageMetrics:
         self.windows_classified = Counter("sarde_windows_classified_total", "Windows run through the recogniser.", ["camera"], registry=r)
         self.events = Counter("sarde_events_total", "Action events emitted.", ["camera", "label", "phase"], registry=r)
         self.events_publish_failed = Counter("sarde_events_publish_failed_total", "Events not sent on the PUB socket (they are still in the journal).", registry=r)
+        self.journal_pruned = Counter("sarde_journal_pruned_total", "Events deleted from the journal by its retention policy.", registry=r)
         self.journal_errors = Counter("sarde_journal_errors_total", "Events the journal failed to store (still published).", registry=r)
         self.reader_reconnects = Counter("sarde_reader_reconnects_total", "Source reopen attempts reported by readers.", ["camera"], registry=r)
         self.camera_up = Gauge("sarde_camera_up", "1 if the camera delivered a frame within camera_timeout_s and its reader reports the source up.", ["camera"], registry=r)

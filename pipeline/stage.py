@@ -33,21 +33,25 @@ log = logging.getLogger(__name__)
 
 
 class RateLimitedLog:
-    """Log a warning at most once per ``period_s`` per key, with the count suppressed meanwhile."""
+    """Log a warning at most once per ``period_s`` per key, with the count suppressed meanwhile.
+
+    Thread-safe: the stage's engine and post threads share one instance.
+    """
 
     def __init__(self, period_s: float = 5.0):
         self.period = period_s
         self._last: dict[str, tuple[float, int]] = {}
+        self._lock = threading.Lock()
 
     def warning(self, key: str, msg: str, *args) -> None:
         now = time.monotonic()
-        last, suppressed = self._last.get(key, (-1e9, 0))
-        if now - last >= self.period:
+        with self._lock:
+            last, suppressed = self._last.get(key, (-1e9, 0))
+            emit = now - last >= self.period
+            self._last[key] = (now, 0) if emit else (last, suppressed + 1)
+        if emit:
             extra = f" ({suppressed} similar suppressed)" if suppressed else ""
             log.warning(msg + extra, *args)
-            self._last[key] = (now, 0)
-        else:
-            self._last[key] = (last, suppressed + 1)
 
 
 @dataclass

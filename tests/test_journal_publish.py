@@ -1,6 +1,7 @@
 """Tests of pipeline.journal (real sqlite files) and pipeline.publish (real PUB/SUB on loopback tcp)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -60,6 +61,46 @@ def test_durable_across_reopen_and_seq_never_reused(tmp_path):
     with EventJournal(path) as journal:
         assert [e for _, e in journal.read()] == first
         assert journal.append(make_event(i=9)) == 4
+
+
+def test_retention_prunes_by_age_and_count_and_seq_keeps_rising(tmp_path):
+    with EventJournal(tmp_path / "events.db") as journal:
+        for i in range(10):  # emitted_ts 1700000000 + i
+            journal.append(make_event(i=i))
+        assert journal.prune(max_age_s=5.5, now=1700000000.0 + 10) == 5  # ts < ...004.5 go
+        assert [s for s, _ in journal.read()] == [6, 7, 8, 9, 10]
+        assert journal.prune(max_events=3) == 2
+        assert [s for s, _ in journal.read()] == [8, 9, 10]
+        assert journal.prune(max_age_s=1e9, max_events=3) == 0
+        assert journal.append(make_event(i=11)) == 11  # numbers are never reused
+        assert [s for s, _ in journal.read(since_seq=2)] == [8, 9, 10, 11]  # catch-up from a pruned seq
+    with EventJournal(tmp_path / "events.db", readonly=True) as ro, pytest.raises(JournalError):
+        ro.prune(max_events=1)
+
+
+def test_daemon_outputs_apply_retention(tmp_path):
+    from prometheus_client import CollectorRegistry
+
+    from pipeline.config import Config
+    from pipeline.daemon import Outputs
+    from pipeline.metrics import StageMetrics
+
+    path = tmp_path / "events.db"
+    with EventJournal(path) as journal:
+        for i in range(5):
+            journal.append(make_event(i=i))  # year-2023 timestamps: older than any retention
+    cfg = Config.model_validate({"sources": [], "events": {"journal": str(path), "pub_endpoint": None, "stdout": False,
+                                                         "journal_max_events": 4, "journal_prune_every": 3}})
+    metrics = StageMetrics(CollectorRegistry())
+    outputs = Outputs(cfg, zmq.Context.instance(), metrics)
+    try:
+        assert list(outputs.journal.read()) == []  # the default 30-day retention ran at start-up
+        for i in range(6):
+            outputs(dataclasses.replace(make_event(i=i), emitted_ts=time.time()))
+        assert [s for s, _ in outputs.journal.read()] == [8, 9, 10, 11]  # pruned to 4 after the 3rd and 6th
+        assert metrics.journal_pruned._value.get() == 5 + 2
+    finally:
+        outputs.close()
 
 
 def test_events_survive_a_killed_writer(tmp_path):
