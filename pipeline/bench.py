@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing as mp
 import os
 import platform
 import statistics
@@ -281,8 +280,7 @@ def bench_end_to_end(cfg: Config, cameras: int, frames_per_camera: int) -> dict:
     an event; resident memory of the stage process and of each reader process; the mean detector
     batch the stage formed.
     """
-    from pipeline.daemon import build_stage, reader_settings
-    from pipeline.readers import reader_main
+    from pipeline.daemon import build_stage, reader_settings, start_readers
 
     cfg = cfg.model_copy(deep=True)
     cfg.sources = [SourceConfig(name=f"cam{i}", url=BENCH_CLIPS[i % len(BENCH_CLIPS)], loop=True, lossless=True) for i in range(cameras)]
@@ -300,10 +298,7 @@ def bench_end_to_end(cfg: Config, cameras: int, frames_per_camera: int) -> dict:
         stage.metrics.event_latency = latency
         batch_sizes = _Recorder(stage.metrics.detector_batch)
         stage.metrics.detector_batch = batch_sizes
-        procs = [mp.get_context("spawn").Process(target=reader_main, args=(reader_settings(cfg, s, stage.input_size),), daemon=True)
-                 for s in cfg.sources]
-        for p in procs:
-            p.start()
+        procs = start_readers([reader_settings(cfg, s, stage.input_size) for s in cfg.sources])
         total = cameras * frames_per_camera
         warm = 0
         while warm < cameras * 4:  # warm-up: readers connected, engines hot

@@ -196,6 +196,16 @@ def build_stage(cfg: Config, ctx: zmq.Context, stack: ExitStack, expected_files:
     return Stage(settings, sock, detector, recognizer, logic, outputs, metrics, health, recorder)
 
 
+def start_readers(settings: list[ReaderSettings]) -> list:
+    """One spawned reader process per source (daemonic, named ``sarde-reader-<camera>``), started."""
+    mpctx = mp.get_context("spawn")
+    procs = [mpctx.Process(target=reader_main, args=(s,), name=f"sarde-reader-{s.camera}", daemon=True)
+             for s in settings]
+    for p in procs:
+        p.start()
+    return procs
+
+
 def run_all(cfg: Config, progress: bool = True) -> int:
     """Readers (one process per source) and the stage in this process. Returns the exit code."""
     if not cfg.sources:
@@ -210,12 +220,7 @@ def run_all(cfg: Config, progress: bool = True) -> int:
         only_files = len(files) == len(cfg.sources)
         stage = build_stage(cfg, ctx, stack, files if only_files else [], progress)
         settings = [reader_settings(cfg, s, stage.input_size) for s in cfg.sources]
-        mpctx = mp.get_context("spawn")
-        procs = []
-        for s in settings:
-            p = mpctx.Process(target=reader_main, args=(s,), name=f"sarde-reader-{s.camera}", daemon=True)
-            p.start()
-            procs.append(p)
+        procs = start_readers(settings)
         stack.callback(_stop_processes, procs)
         ended_dead: set[str] = set()
 
@@ -260,11 +265,7 @@ def run_reader_process(cfg: Config, input_size: tuple[int, int]) -> int:
     """Only the readers: one child process per configured source; waits for them."""
     stop = threading.Event()
     install_signal_handlers(stop)
-    mpctx = mp.get_context("spawn")
-    procs = [mpctx.Process(target=reader_main, args=(reader_settings(cfg, s, input_size),), name=f"sarde-reader-{s.name}")
-             for s in cfg.sources]
-    for p in procs:
-        p.start()
+    procs = start_readers([reader_settings(cfg, s, input_size) for s in cfg.sources])
     while not stop.wait(0.5) and any(p.is_alive() for p in procs):
         pass
     _stop_processes(procs)
