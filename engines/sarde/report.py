@@ -5,8 +5,8 @@ written by :func:`engines.sarde.evaluate.run_one`; ``<run>`` is the variant, or 
 for extra seeds). Output: markdown (and a JSON twin) with, per dataset,
 
 * top-1 (%) of every variant on every protocol of the dataset, side by side, with the dataset mean
-  (MSR: AS1/AS2/AS3 average, as published; SBU: 5-fold mean; UTD: X-Sub) and the published numbers
-  (``configs/experiments/published.yaml``);
+  (MSR: AS1/AS2/AS3 average, as published; SBU: 5-fold mean; UTD: X-Sub), the same mean on windows
+  built exactly as the daemon builds them, and the published numbers (``configs/experiments/published.yaml``);
 * the share of the 2D-only -> 3D-oracle gap that estimated depth closes:
   ``(top1(variant) - top1(2d)) / (top1(oracle) - top1(2d))`` on the dataset means (only defined
   when the oracle beats the 2D baseline);
@@ -76,6 +76,7 @@ def dataset_table(results: list[dict], dataset: str, published: dict) -> dict:
     """
     title, protocols, pub_key, extra = DATASETS[dataset]
     cells = _group(results, "top1")
+    daemon = _group(results, "daemon_top1")
     depth = _group(results, "depth_rootrel_mm")
     absrel = _group(results, "depth_absrel")
     table: dict = {"title": title, "protocols": protocols + extra, "mean_protocols": protocols,
@@ -84,9 +85,11 @@ def dataset_table(results: list[dict], dataset: str, published: dict) -> dict:
     for v in _variants(results, protocols + extra):
         row = {p: cells.get((p, v), []) for p in protocols + extra}
         means = [statistics.fmean(row[p]) for p in protocols if row[p]]
+        daemon_means = [statistics.fmean(daemon[(p, v)]) for p in protocols if daemon.get((p, v))]
         d = [x for p in protocols for x in depth.get((p, v), [])]
         a = [x for p in protocols for x in absrel.get((p, v), [])]
         table["variants"][v] = {**row, "mean": statistics.fmean(means) if means else None, "n": len(means),
+                                "daemon_mean": statistics.fmean(daemon_means) if daemon_means else None,
                                 "depth_rootrel_mm": statistics.fmean(d) if d else None,
                                 "depth_absrel": statistics.fmean(a) if a else None}
     rows = table["variants"]
@@ -105,8 +108,8 @@ def dataset_table(results: list[dict], dataset: str, published: dict) -> dict:
 def _markdown(table: dict) -> list[str]:
     protocols, mean_protocols = table["protocols"], table["mean_protocols"]
     lines = [f"### {table['title']}", "",
-             "| variant | " + " | ".join(protocols) + " | mean top-1 % | depth root-rel mm | depth abs-rel |",
-             "|---|" + "---|" * (len(protocols) + 3)]
+             "| variant | " + " | ".join(protocols) + " | mean top-1 % | daemon windows % | depth root-rel mm "
+             "| depth abs-rel |", "|---|" + "---|" * (len(protocols) + 4)]
     for v, row in table["variants"].items():
         if row["mean"] is None:
             mean = "-"
@@ -116,12 +119,14 @@ def _markdown(table: dict) -> list[str]:
             mean = f"({100 * row['mean']:.1f}, {row['n']}/{len(mean_protocols)})"
         depth = "-" if row["depth_rootrel_mm"] is None else f"{row['depth_rootrel_mm']:.1f}"
         absrel = "-" if row["depth_absrel"] is None else f"{row['depth_absrel']:.3f}"
-        lines.append(f"| {v} | " + " | ".join(_cell(row[p]) for p in protocols) + f" | {mean} | {depth} | {absrel} |")
+        dmean = "-" if row["daemon_mean"] is None else f"{100 * row['daemon_mean']:.1f}"
+        lines.append(f"| {v} | " + " | ".join(_cell(row[p]) for p in protocols)
+                     + f" | {mean} | {dmean} | {depth} | {absrel} |")
     for pub in table["published"]:
         per = {p: next((f"{q['top1']:.2f}" for q in table["published_by_protocol"].get(p, [])
                         if q["source"] == pub["source"]), "") for p in protocols}
         lines.append(f"| *published: {pub['source']}* | " + " | ".join(per[p] for p in protocols)
-                     + f" | {pub['top1']:.2f} | | |")
+                     + f" | {pub['top1']:.2f} | | | |")
     gap = table["gap"]
     lines.append("")
     if gap is None:
