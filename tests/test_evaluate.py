@@ -235,3 +235,22 @@ def test_report_tables_gap_and_partial_means(tmp_path):
     assert "| *published: HCN* |" in md and "98.60" in md
     assert tables["msr"]["gap"] is None and "needs 2d and oracle" in md
     assert not tables["utd"]["variants"] and "UTD-MHAD" not in md
+
+
+@needs_data
+def test_sarde_eval_under_torchrun_ddp_on_cpu(tmp_path):
+    """Two processes, gloo backend: DDP wraps the model, each rank trains on its shard, rank 0 writes."""
+    import subprocess
+    import sys
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.is_file():
+        pytest.skip("torchrun not installed beside this python")
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "engines.sarde.evaluate",
+                           "--protocols", "sbu-f1", "--variants", "series", "--quick", "--out", str(tmp_path),
+                           "--no-progress", "--threads", "1", "--device", "cpu"],
+                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.count("engines.sarde.train INFO epoch 1:") == 2  # both ranks trained
+    r = json.loads((tmp_path / "sbu-f1" / "series" / "result.json").read_text())
+    assert r["steps"] >= 1 and (tmp_path / "sbu-f1" / "series" / "model.pt").is_file()

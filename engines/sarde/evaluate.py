@@ -470,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         md, _ = summarise(args.out, args.recipes)
         print(md.read_text(encoding="utf-8"))
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
     return 0
 
 
