@@ -120,6 +120,8 @@ def _markdown(table: dict) -> list[str]:
         depth = "-" if row["depth_rootrel_mm"] is None else f"{row['depth_rootrel_mm']:.1f}"
         absrel = "-" if row["depth_absrel"] is None else f"{row['depth_absrel']:.3f}"
         dmean = "-" if row["daemon_mean"] is None else f"{100 * row['daemon_mean']:.1f}"
+        if row["daemon_mean"] is not None and row["n"] < len(mean_protocols):
+            dmean = f"({dmean})"
         lines.append(f"| {v} | " + " | ".join(_cell(row[p]) for p in protocols)
                      + f" | {mean} | {dmean} | {depth} | {absrel} |")
     for pub in table["published"]:
