@@ -394,8 +394,10 @@ def summarise(out_root: Path, recipe_dir: Path = EXPERIMENTS) -> tuple[Path, Pat
     return md, out_root / "summary.json"
 
 
-def suite_runs(name: str, recipe_dir: Path = EXPERIMENTS) -> list[tuple[str, str]]:
-    """``(protocol, variant)`` pairs of a suite in ``suites.yaml``, in order, without repeats.
+def suite_runs(name: str, recipe_dir: Path = EXPERIMENTS) -> list[tuple[str, str, int | None]]:
+    """``(protocol, variant, seed)`` runs of a suite in ``suites.yaml``, in order, without repeats.
+
+    A suite group may list ``seeds``; without it the run uses the recipe's seed (``None``).
 
     Raises:
         KeyError: unknown suite.
@@ -403,12 +405,13 @@ def suite_runs(name: str, recipe_dir: Path = EXPERIMENTS) -> list[tuple[str, str
     suites = _yaml(recipe_dir / "suites.yaml")
     if name not in suites:
         raise KeyError(f"unknown suite {name!r}; known: {sorted(suites)}")
-    runs: list[tuple[str, str]] = []
+    runs: list[tuple[str, str, int | None]] = []
     for group in suites[name]:
         for protocol in group["protocols"]:
             for variant in group["variants"]:
-                if (protocol, variant) not in runs:
-                    runs.append((protocol, variant))
+                for seed in group.get("seeds", [None]):
+                    if (protocol, variant, seed) not in runs:
+                        runs.append((protocol, variant, seed))
     return runs
 
 
@@ -443,13 +446,16 @@ def main(argv: list[str] | None = None) -> int:
         md, _ = summarise(args.out, args.recipes)
         print(md.read_text(encoding="utf-8"))
         return 0
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
     if args.protocols:
         variants = (args.variants or "series").split(",")
-        runs = [(p, v) for p in args.protocols.split(",") for v in variants]
+        runs = [(p, v, s) for p in args.protocols.split(",") for v in variants for s in seeds]
     elif args.suite:
         runs = suite_runs(args.suite, args.recipes)
         if args.variants:
             runs = [r for r in runs if r[1] in args.variants.split(",")]
+        if args.seeds or args.seed is not None:  # the command line's seeds replace the suite's
+            runs = list(dict.fromkeys((p, v, s) for p, v, _ in runs for s in seeds))
     else:
         parser.error("give --suite or --protocols")
     import torch
@@ -461,12 +467,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.device.startswith("cuda"):
             args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
             torch.cuda.set_device(args.device)
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
     cache: dict = {}
-    for protocol, variant in runs:
-        for seed in seeds:
-            run_one(protocol, variant, args.data, args.out, args.recipes, args.quick, args.epochs, args.device,
-                    seed, not args.no_progress, args.force, cache)
+    for protocol, variant, seed in runs:
+        run_one(protocol, variant, args.data, args.out, args.recipes, args.quick, args.epochs, args.device,
+                seed, not args.no_progress, args.force, cache)
     if int(os.environ.get("RANK", "0")) == 0:
         md, _ = summarise(args.out, args.recipes)
         print(md.read_text(encoding="utf-8"))
