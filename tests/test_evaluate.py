@@ -255,3 +255,19 @@ def test_sarde_eval_under_torchrun_ddp_on_cpu(tmp_path):
     assert proc.stderr.count("engines.sarde.train INFO epoch 1:") == 2  # both ranks trained
     r = json.loads((tmp_path / "sbu-f1" / "series" / "result.json").read_text())
     assert r["steps"] >= 1 and (tmp_path / "sbu-f1" / "series" / "model.pt").is_file()
+
+
+@needs_data
+def test_a_run_another_process_trains_is_skipped(tmp_path):
+    import fcntl
+
+    from engines.sarde.evaluate import run_one
+
+    run = tmp_path / "sbu-f1" / "2d"
+    run.mkdir(parents=True)
+    with open(run / ".lock", "w") as held:  # stands for a second `sarde eval` training this run
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert run_one("sbu-f1", "2d", DATA, tmp_path, quick=True, progress=False) == {}
+    assert not (run / "result.json").exists()
+    r = run_one("sbu-f1", "2d", DATA, tmp_path, quick=True, progress=False)  # lock released: it runs
+    assert r["variant"] == "2d" and (run / "result.json").is_file()

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import fcntl
 import json
 import logging
 import os
@@ -247,13 +248,10 @@ def run_one(protocol: str, variant: str, data_dir: Path, out_root: Path, recipe_
 
     Raises:
         KeyError: unknown protocol / variant. FileNotFoundError: dataset missing.
+
+    Runs are locked (``.lock`` in the run folder): a second process on the same ``out_root`` skips
+    a run another one is training and returns ``{}`` for it.
     """
-    import torch
-
-    from engines.sarde.data import Augment, WindowDataset
-    from engines.sarde.models import build_model
-    from engines.sarde.train import fit, plot_curves, pretrain_depth
-
     recipe = build_recipe(protocol, variant, recipe_dir, quick, epochs)
     seed = int(recipe.get("seed", 0)) if seed is None else int(seed)
     out = Path(out_root) / protocol / run_name(variant, seed, int(recipe.get("seed", 0)))
@@ -261,9 +259,32 @@ def run_one(protocol: str, variant: str, data_dir: Path, out_root: Path, recipe_
     if result_path.is_file() and not force:
         log.info("%s/%s done already (%s); skipped", protocol, variant, result_path)
         return json.loads(result_path.read_text(encoding="utf-8"))
-    if force and (out / "resume.pt").is_file():
-        (out / "resume.pt").unlink()
     out.mkdir(parents=True, exist_ok=True)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun: every rank trains this run together
+        return _train_and_evaluate(protocol, variant, recipe, seed, out, data_dir, quick, device, progress, cache)
+    with open(out / ".lock", "w") as lock:
+        try:  # two `sarde eval` processes on one --out share the work: a run being trained is skipped
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("%s/%s (seed %d) is running in another process; skipped", protocol, variant, seed)
+            return {}
+        if result_path.is_file() and not force:  # finished by another process since the check above
+            return json.loads(result_path.read_text(encoding="utf-8"))
+        if force and (out / "resume.pt").is_file():
+            (out / "resume.pt").unlink()
+        return _train_and_evaluate(protocol, variant, recipe, seed, out, data_dir, quick, device, progress, cache)
+
+
+def _train_and_evaluate(protocol: str, variant: str, recipe: dict, seed: int, out: Path, data_dir: Path,
+                        quick: bool, device: str, progress: bool, cache: dict | None) -> dict:
+    """The body of :func:`run_one`: train from ``recipe``, evaluate, write the run folder ``out``."""
+    import torch
+
+    from engines.sarde.data import Augment, WindowDataset
+    from engines.sarde.models import build_model
+    from engines.sarde.train import fit, plot_curves, pretrain_depth
+
+    result_path = out / "result.json"
     cache = {} if cache is None else cache
     if protocol not in cache:
         cache[protocol] = load_protocol(protocol, data_dir)
