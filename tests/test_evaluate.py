@@ -230,11 +230,12 @@ def test_report_tables_gap_and_partial_means(tmp_path):
     md, tables = render(tmp_path, EXPERIMENTS / "published.yaml")
     sbu = tables["sbu"]
     assert sbu["variants"]["series"]["mean"] == pytest.approx(0.75)
-    assert sbu["gap"]["oracle_minus_2d"] == pytest.approx(0.10)
-    assert sbu["gap"]["closed"] == {"series": pytest.approx(0.5)}
+    assert sbu["gap"]["30 epochs"]["oracle_minus_2d"] == pytest.approx(0.10)
+    assert sbu["gap"]["30 epochs"]["closed"] == {"series": pytest.approx(0.5)}
+    assert "60 epochs" not in sbu["gap"]  # no -e60 runs: no line for them
     assert "| series | 75.0 ± 1.4 (2) |" in md and "(90.0, 1/5)" in md and "series 50 %" in md
     assert "| *published: HCN* |" in md and "98.60" in md
-    assert tables["msr"]["gap"] is None and "needs 2d and oracle" in md
+    assert tables["msr"]["gap"]["30 epochs"] is None and "needs 2d and oracle" in md
     assert not tables["utd"]["variants"] and "UTD-MHAD" not in md
 
 

@@ -9,7 +9,8 @@ for extra seeds). Output: markdown (and a JSON twin) with, per dataset,
   built exactly as the daemon builds them, and the published numbers (``configs/experiments/published.yaml``);
 * the share of the 2D-only -> 3D-oracle gap that estimated depth closes:
   ``(top1(variant) - top1(2d)) / (top1(oracle) - top1(2d))`` on the dataset means (only defined
-  when the oracle beats the 2D baseline);
+  when the oracle beats the 2D baseline), per training length (:data:`FAMILIES`: the 30-epoch
+  variants, and the ``-e60`` ones against ``2d-e60`` / ``oracle-e60``);
 * the held-out depth error of the depth-estimating variants (root-relative mm, abs-rel).
 
 Runs of one (protocol, variant) with several seeds are averaged; the cell shows the mean and, when
@@ -35,7 +36,9 @@ DATASETS: dict[str, tuple[str, list[str], str, list[str]]] = {
 }
 #: Table order of the variants; others follow alphabetically.
 VARIANT_ORDER = ["2d", "series", "inception", "oracle", "mse", "noskip", "score", "2d-score", "oracle-rel",
-                 "series-rel"]
+                 "series-rel", "2d-e60", "series-e60", "oracle-e60"]
+#: Families of runs that differ only in training length: (suffix, title) - each gets its own gap line.
+FAMILIES = (("", "30 epochs"), ("-e60", "60 epochs"))
 #: Variants that estimate depth (their gap closure is reported).
 ESTIMATED = ("series", "inception", "mse", "noskip", "score", "series-rel")
 
@@ -93,15 +96,19 @@ def dataset_table(results: list[dict], dataset: str, published: dict) -> dict:
                                 "depth_rootrel_mm": statistics.fmean(d) if d else None,
                                 "depth_absrel": statistics.fmean(a) if a else None}
     rows = table["variants"]
-    base, oracle = rows.get("2d", {}), rows.get("oracle", {})
     complete = len(protocols)
-    table["gap"] = None
-    if base.get("n") == complete and oracle.get("n") == complete:
+    table["gap"] = {}
+    for suffix, name in FAMILIES:
+        base, oracle = rows.get(f"2d{suffix}", {}), rows.get(f"oracle{suffix}", {})
+        if base.get("n") != complete or oracle.get("n") != complete:
+            if not suffix:  # the main family always gets a line, saying what is missing
+                table["gap"][name] = None
+            continue
         gap = oracle["mean"] - base["mean"]
-        table["gap"] = {"oracle_minus_2d": gap, "closed": {}}
-        for v in ESTIMATED:
+        table["gap"][name] = {"oracle_minus_2d": gap, "closed": {}}
+        for v in (v + suffix for v in ESTIMATED):
             if rows.get(v, {}).get("n") == complete and gap > 0:
-                table["gap"]["closed"][v] = (rows[v]["mean"] - base["mean"]) / gap
+                table["gap"][name]["closed"][v] = (rows[v]["mean"] - base["mean"]) / gap
     return table
 
 
@@ -129,18 +136,19 @@ def _markdown(table: dict) -> list[str]:
                         if q["source"] == pub["source"]), "") for p in protocols}
         lines.append(f"| *published: {pub['source']}* | " + " | ".join(per[p] for p in protocols)
                      + f" | {pub['top1']:.2f} | | | |")
-    gap = table["gap"]
     lines.append("")
-    if gap is None:
-        lines.append("Gap closed by estimated depth: needs 2d and oracle on every protocol of the mean.")
-    elif gap["oracle_minus_2d"] <= 0:
-        lines.append(f"No 2D-to-3D gap to close: the ground-truth-depth oracle is {100 * gap['oracle_minus_2d']:+.1f} "
-                     "points against 2D-only.")
-    else:
-        closed = ", ".join(f"{v} {100 * c:.0f} %" for v, c in gap["closed"].items()) or "no complete variant"
-        lines.append(f"2D-to-3D gap (oracle - 2d): {100 * gap['oracle_minus_2d']:+.1f} points; share closed by "
-                     f"estimated depth: {closed}.")
-    return lines + [""]
+    for name, gap in table["gap"].items():
+        if gap is None:
+            lines.append(f"Gap closed by estimated depth ({name}): needs 2d and oracle on every protocol of the mean.")
+        elif gap["oracle_minus_2d"] <= 0:
+            lines.append(f"{name}: no 2D-to-3D gap to close, the ground-truth-depth oracle is "
+                         f"{100 * gap['oracle_minus_2d']:+.1f} points against 2D-only.")
+        else:
+            closed = ", ".join(f"{v} {100 * c:.0f} %" for v, c in gap["closed"].items()) or "no complete variant"
+            lines.append(f"{name}: 2D-to-3D gap (oracle - 2d) {100 * gap['oracle_minus_2d']:+.1f} points; share "
+                         f"closed by estimated depth: {closed}.")
+        lines.append("")
+    return lines
 
 
 def render(out_root: Path, published_path: Path) -> tuple[str, dict]:
