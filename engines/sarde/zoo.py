@@ -1,7 +1,7 @@
 """The daemon's default recogniser: trained and exported on first use, cached by recipe hash.
 
 ``ensure_default_model`` returns the manifest of ``artifact_dir/sarde/<recipe-hash>/sarde.json``;
-when it is missing it trains (``engines.sarde.train``, about 5 minutes on 2 CPU cores) and exports
+when it is missing it trains (``engines.sarde.train``, about 8 minutes on 2 CPU cores) and exports
 (``export.sarde``) under an exclusive lock file, so two processes never train at once and the
 second one reuses the first one's result. torch is imported only when training is needed.
 """
