@@ -41,7 +41,9 @@ def test_recipes_and_suites_resolve():
     q = build_recipe("sbu-f3", "inception", quick=True, epochs=2)
     assert q["model"]["depth_net"] == "inception" and q["train"]["epochs"] == 2 and q["quick"]["max_steps"] == 3
     runs = suite_runs("all")
-    assert ("sbu-f1", "2d", 0) in runs and ("utd-xsub", "oracle", 2) in runs and len(runs) == len(set(runs))
+    assert ("msr-as1", "2d", 0) in runs and ("utd-xsub", "oracle", 2) in runs and len(runs) == len(set(runs))
+    assert ("sbu-f1", "2d", None) in runs and ("utd-xsub", "series-e60", None) in runs
+    assert suite_runs("best-utd") == [("utd-xsub", "series-e60", None)]
     assert ("sbu-f1", "inception", None) in runs  # no seeds listed: the recipe's seed
     for protocol, variant, _ in runs:  # every run of the full suite builds a model
         build_model(build_recipe(protocol, variant, quick=True)["model"], 8)
