@@ -220,7 +220,7 @@ def _fake_run(root: Path, protocol: str, variant: str, top1: float, seed: int = 
 
 def test_report_tables_gap_and_partial_means(tmp_path):
     from engines.sarde.evaluate import EXPERIMENTS
-    from engines.sarde.report import render
+    from engines.sarde.report import load_results, render
 
     for k in range(1, 6):  # SBU: oracle 0.80, 2d 0.70, series 0.75 on every fold -> half the gap closed
         _fake_run(tmp_path, f"sbu-f{k}", "2d", 0.70)
@@ -229,7 +229,7 @@ def test_report_tables_gap_and_partial_means(tmp_path):
         _fake_run(tmp_path, f"sbu-f{k}", "series", 0.76, seed=1, depth_rootrel_mm=70.0, depth_absrel=0.05)
     _fake_run(tmp_path, "sbu-f1", "mse", 0.90)  # one fold only: shown as partial, not closing the gap
     _fake_run(tmp_path, "msr-as1", "2d", 0.9)
-    md, tables = render(tmp_path, EXPERIMENTS / "published.yaml")
+    md, tables = render(load_results(tmp_path), EXPERIMENTS / "published.yaml")
     sbu = tables["sbu"]
     assert sbu["variants"]["series"]["mean"] == pytest.approx(0.75)
     assert sbu["gap"]["30 epochs"]["oracle_minus_2d"] == pytest.approx(0.10)

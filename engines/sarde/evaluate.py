@@ -392,14 +392,14 @@ def summarise(out_root: Path, recipe_dir: Path = EXPERIMENTS) -> tuple[Path, Pat
     ``summary.md`` holds the per-dataset tables of :mod:`engines.sarde.report` (variants side by side,
     seed means, published numbers, gap closed by estimated depth), then one row per run.
     """
-    from engines.sarde.report import render
+    from engines.sarde.report import load_results, render
 
     out_root = Path(out_root)
-    results = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(out_root.glob("*/*/result.json"))]
+    results = load_results(out_root)
     rows = [{k: r.get(k) for k in ("protocol", "variant", "seed", "top1", "top5", "daemon_top1", "depth_rootrel_mm",
                                    "depth_abs_mm", "depth_absrel", "train_seconds", "epochs", "num_parameters",
                                    "n_train", "n_test", "quick")} for r in results]
-    report_md, tables = render(out_root, recipe_dir / "published.yaml")
+    report_md, tables = render(results, recipe_dir / "published.yaml")
     (out_root / "summary.json").write_text(json.dumps({"tables": tables, "runs": rows}, indent=2), encoding="utf-8")
     lines = [report_md, "## Every run", "",
              "| protocol | variant | seed | top-1 % | top-5 % | top-1 daemon windows % | depth root-rel mm | "

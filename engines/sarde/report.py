@@ -44,9 +44,8 @@ ESTIMATED = ("series", "inception", "mse", "noskip", "score", "series-rel")
 
 
 def load_results(out_root: Path) -> list[dict]:
-    """Every ``result.json`` under ``out_root`` (sorted by path), quick smoke runs excluded."""
-    results = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(Path(out_root).glob("*/*/result.json"))]
-    return [r for r in results if not r.get("quick")]
+    """Every ``result.json`` under ``out_root``, sorted by path."""
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(Path(out_root).glob("*/*/result.json"))]
 
 
 def _group(results: list[dict], key: str) -> dict[tuple[str, str], list[float]]:
@@ -151,9 +150,9 @@ def _markdown(table: dict) -> list[str]:
     return lines
 
 
-def render(out_root: Path, published_path: Path) -> tuple[str, dict]:
-    """Markdown and JSON of every dataset table for the runs under ``out_root``."""
-    results = load_results(out_root)
+def render(results: list[dict], published_path: Path) -> tuple[str, dict]:
+    """Markdown and JSON of every dataset table for ``results`` (run dicts; quick smoke runs are left out)."""
+    results = [r for r in results if not r.get("quick")]
     published = yaml.safe_load(Path(published_path).read_text(encoding="utf-8")) or {}
     tables = {d: dataset_table(results, d, published) for d in DATASETS}
     lines = ["## Top-1 by dataset (mean over seeds; ± sample sd (seeds) where repeated)", ""]
