@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -36,6 +37,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_camera_seq ON events (camera, seq);
 CREATE INDEX IF NOT EXISTS events_event_id ON events (event_id);
+CREATE INDEX IF NOT EXISTS events_emitted_ts ON events (emitted_ts);
 """
 
 
@@ -101,6 +103,7 @@ class EventJournal:
         if not self.readonly:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA_SQL)  # additive: indexes a journal written by an older build lacks
 
     def append(self, event: ActionEvent) -> int:
         """Store one event durably (committed and synced on return); returns its ``seq``.
@@ -174,8 +177,6 @@ class EventJournal:
         """
         if self.readonly:
             raise JournalError(f"journal {self.path} is open read-only")
-        import time
-
         deleted = 0
         try:
             if max_age_s is not None:
