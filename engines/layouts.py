@@ -84,6 +84,19 @@ SBU15_TO_COCO18 = _to_coco18({
 })
 
 
+#: UR Fall Detection keypoints (``skeletons/urfd_falls/pose_urfd_3classes.csv``; AlphaPose, the 13 body
+#: joints of COCO-17 without eyes/ears, 1-based in column order: 1 nose, 2 L-shoulder, 3 R-shoulder,
+#: 4 L-elbow, 5 R-elbow, 6 L-wrist, 7 R-wrist, 8 L-hip, 9 R-hip, 10 L-knee, 11 R-knee, 12 L-ankle,
+#: 13 R-ankle) -> COCO-18. Left/right follow COCO's convention (the person's own side) as OpenPose's
+#: do, so no swap (the L-shoulder lies right of the R-shoulder in the image in 76 % of the rows,
+#: the people mostly face the camera). Eyes and ears (14-17) have no source and stay missing; the
+#: neck (1) has none either and is synthesised by ``engines.datasets.urfd`` as the shoulder midpoint.
+URFD13_TO_COCO18 = _to_coco18({
+    1: 0, 2: 5, 3: 2, 4: 6, 5: 3, 6: 7, 7: 4,
+    8: 11, 9: 8, 10: 12, 11: 9, 12: 13, 13: 10,
+})
+
+
 def remap_to_coco18(joints, table: tuple[int, ...]):
     """Gather a source-layout array into COCO-18 order.
 
