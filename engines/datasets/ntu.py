@@ -24,6 +24,16 @@ detector (the NTU sample's performer faces the camera and Kinect's "right" joint
 *right*); ``NTU25_TO_COCO18`` therefore maps Kinect's left joints to COCO-18 right joints, so these
 sequences match what the OpenPose-style detector outputs on the same video (measured in
 ``tests/test_detector_real.py``). The raw arrays of :func:`parse_ntu_skeleton` keep Kinect's names.
+
+``points3d`` are the camera-space ``x, y, z`` as ``(X, Y, Z) = (x, -y, z)`` metres: an OpenCV
+frame (x right, y down, z forward) that matches the colour pixels, which show Kinect's
+``+x`` on the image right (Kinect camera space has x towards the sensor's left, so the colour
+video is mirrored, and so is this frame, consistently with the side-swapped joint table). On the
+NTU sample a least-squares pinhole fit gives ``colorX = 1048 X/Z + 976``,
+``colorY = 1056 Y/Z + 567`` (about 1 px RMS); it is not exact in general, because the colour
+camera sits a few centimetres from the depth camera whose frame ``x, y, z`` are in, so use the
+colour pixels, not a projection of ``points3d``, as the 2D truth. NTU cameras are not level: on the
+sample the body axis (ankles to head) leans 18 degrees towards the camera.
 """
 from __future__ import annotations
 
@@ -175,6 +185,7 @@ def read_ntu_skeleton(path: str | Path) -> SkeletonSequence:
     Returns:
         ``keypoints (L, M, 18, 3)`` float32 (colorX, colorY in 1920x1080 pixels, score 1 for
         tracked/inferred joints, 0 otherwise), ``depth (L, M, 18)`` camera-space z in metres (0 where
+        missing), ``points3d (L, M, 18, 3)`` metres ``(x, -y, z)`` (module docstring; 0 where
         missing), ``frame_size (1920, 1080)``, ``fps 30``, ``label`` the action name for A001-A060
         (else ``"A###"``), ``subject`` the performer id, ``meta`` the parsed name fields plus
         ``body_ids`` and the 0-based ``label_index``.
@@ -190,8 +201,11 @@ def read_ntu_skeleton(path: str | Path) -> SkeletonSequence:
     kp25[..., 2] = valid
     kp25[~valid] = 0.0
     depth25 = np.where(valid, raw.joints[..., 2], 0.0).astype(np.float32)  # (L, M, 25)
+    # (x, -y, z): OpenCV frame (y down) matching the mirrored colour pixels (module docstring)
+    points25 = np.where(valid[..., None], raw.joints[..., 0:3] * np.array([1.0, -1.0, 1.0], np.float32), 0.0)
     keypoints = remap_to_coco18(kp25, NTU25_TO_COCO18).astype(np.float32)  # (L, M, 18, 3)
     depth = remap_to_coco18(depth25[..., None], NTU25_TO_COCO18)[..., 0].astype(np.float32)  # (L, M, 18)
+    points3d = remap_to_coco18(points25, NTU25_TO_COCO18).astype(np.float32)  # (L, M, 18, 3)
     try:
         meta: dict = parse_ntu_name(raw.name)
     except ValueError:
@@ -204,4 +218,5 @@ def read_ntu_skeleton(path: str | Path) -> SkeletonSequence:
         meta["label_index"] = action - 1
     meta["body_ids"] = raw.body_ids
     return SkeletonSequence(name=raw.name, keypoints=keypoints, frame_size=NTU_FRAME_SIZE, fps=NTU_FPS,
-                            depth=depth, label=label, subject=meta.get("performer"), meta=meta)
+                            depth=depth, points3d=points3d, label=label, subject=meta.get("performer"),
+                            meta=meta)

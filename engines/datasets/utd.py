@@ -18,6 +18,9 @@ Facts measured on the shared copy (861 sequences) and used here:
   camera then has the right shoulder on the image left, as OpenPose sees it.
 * Depth is ``z`` (metres, about 2.5-3.5 m). Recording rate 30 fps; every joint of every frame is
   tracked (score 1).
+* ``points3d`` are ``d_skel`` in the OpenCV frame of that un-mirrored camera,
+  ``(X, Y, Z) = (-x, -y, z)``: ``u = 160 + f X/Z``, ``v = 120 + f Y/Z`` is :func:`project`.
+  Upper-arm length 0.24-0.30 m (5th-95th percentile over sequences).
 """
 from __future__ import annotations
 
@@ -72,7 +75,7 @@ def read_sequence(path: str | Path) -> SkeletonSequence:
 
     Returns:
         keypoints ``(L, 1, 18, 3)`` pixels of the 320x240 image + score 1, depth ``(L, 1, 18)``
-        metres, fps 30, label = action name, subject = int, ``meta["action"]`` 1-based.
+        metres, points3d ``(L, 1, 18, 3)`` metres (x right, y down, z forward), fps 30, label = action name, subject = int, ``meta["action"]`` 1-based.
 
     Raises:
         ValueError: if the name or the ``d_skel`` shape is not UTD-MHAD's.
@@ -92,11 +95,13 @@ def read_sequence(path: str | Path) -> SkeletonSequence:
     kp = np.concatenate([project(xyz), tracked[..., None]], axis=-1)  # (L, 20, 3)
     kp[tracked == 0] = 0.0
     depth = (xyz[..., 2] * tracked).astype(np.float32)
+    points = (xyz * np.array([-1.0, -1.0, 1.0]) * tracked[..., None]).astype(np.float32)  # (L, 20, 3) OpenCV frame
     return SkeletonSequence(
         name=path.stem[: -len("_skeleton")],
         keypoints=remap_to_coco18(kp, UTD20_TO_COCO18)[:, None].astype(np.float32),  # (L, 1, 18, 3)
         frame_size=FRAME_SIZE, fps=FPS,
         depth=remap_to_coco18(depth[..., None], UTD20_TO_COCO18)[:, None, :, 0],  # (L, 1, 18)
+        points3d=remap_to_coco18(points, UTD20_TO_COCO18)[:, None],  # (L, 1, 18, 3)
         label=UTD_ACTIONS[action - 1], subject=subject,
         meta={"dataset": "utd_mhad", "action": action, "trial": trial, "focal_px": FOCAL_PX},
     )
