@@ -54,6 +54,9 @@ class Recognizer:
         if fps is not None and self.fps is not None and abs(float(self.fps) - fps) > 1e-3:
             raise ModelLoadError(f"recogniser {path} was trained on windows at {self.fps} frames/s but the config says "
                                  f"recognizer.fps={fps}; set recognizer.fps: {self.fps}")
+        # joints the model was trained without (e.g. eyes/ears of lab skeletons): zeroed here too
+        self.masked_joints: list[int] = [int(j) for j in m.get("masked_joints", [])]
+        self.background: str = str(m.get("background", "other"))
         self.max_batch = max_batch
         self.model = OnnxModel(onnx_file, providers, intra_op_threads)
         self._input = self.model.input_names[0]
@@ -66,7 +69,8 @@ class Recognizer:
         """Classify a batch of windows.
 
         Args:
-            windows: ``(N, 3, T, V, M)`` float32, channels (x, y, score) from ``engines.skeleton``.
+            windows: ``(N, 3, T, V, M)`` float32, channels (x, y, score) from ``engines.skeleton``;
+                the manifest's ``masked_joints`` are zeroed (on a copy) as in training.
 
         Returns:
             ``scores`` ``(N, K)`` class probabilities and ``depth`` ``(N, T, V, M)`` in metres.
@@ -78,6 +82,9 @@ class Recognizer:
         expected = (3, self.num_frames, self.num_joints, self.num_persons)
         if x.ndim != 5 or x.shape[1:] != expected:
             raise ValueError(f"windows must be (N, {', '.join(map(str, expected))}), got {x.shape}")
+        if self.masked_joints:
+            x = x.copy() if x is windows else x
+            x[:, :, :, self.masked_joints, :] = 0.0
         scores, depth = [], []
         for i in range(0, len(x), self.max_batch):
             out = self.model.run({self._input: x[i:i + self.max_batch]})

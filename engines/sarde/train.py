@@ -30,6 +30,7 @@ from engines.datasets.generic import load_npz
 from engines.datasets.msr import load_msr_action3d
 from engines.datasets.sbu import SBU_FOLDS, load_sbu
 from engines.sarde.data import Augment, WindowDataset, collate, make_window
+from engines.sarde.datasets import DatasetSplit, RecipeError, load_datasets
 from engines.sarde.losses import DEPTH_LOSSES, multitask_loss
 from engines.sarde.models import SardeNet, build_model
 
@@ -114,6 +115,67 @@ def _datasets(recipe: dict, splits: dict, labels: list[str], seed: int):
         "msr": WindowDataset(splits["msr_test"], msr_labels, msr_map, use_depth=True, **common),
     }
     return train, tests
+
+
+#: Top-level keys of a recipe that names its datasets.
+RECIPE_KEYS = frozenset({"name", "seed", "labels", "background", "window", "datasets", "model", "pretrain_depth",
+                         "train", "augment", "events"})
+_SECTION_KEYS = {
+    "window": {"num_frames", "num_persons", "fps", "mask_joints"},
+    "pretrain_depth": {"epochs", "batch_frames", "lr"},
+    "train": {"epochs", "batch_size", "lr", "weight_decay", "warmup", "alpha", "lambda", "depth_lr_scale", "crop",
+              "depth_loss"},
+    "events": {"alerts"},
+}
+
+
+def check_recipe_keys(recipe: dict) -> None:
+    """Reject unknown keys in a ``datasets:`` recipe (top level and every section but ``model``,
+    which ``build_model`` checks, and ``augment``, checked by :class:`Augment`).
+
+    Raises:
+        RecipeError: naming the section and the key.
+    """
+    unknown = set(recipe) - RECIPE_KEYS
+    if unknown:
+        raise RecipeError(f"recipe: unknown key(s) {sorted(unknown)}; allowed: {sorted(RECIPE_KEYS)}")
+    for section, allowed in _SECTION_KEYS.items():
+        extra = set(recipe.get(section) or {}) - allowed
+        if extra:
+            raise RecipeError(f"recipe: {section}: unknown key(s) {sorted(extra)}; allowed: {sorted(allowed)}")
+    try:
+        Augment(**(recipe.get("augment") or {}))
+    except TypeError as exc:
+        raise RecipeError(f"recipe: augment: {exc}") from exc
+    if str(recipe.get("background", OTHER)) not in recipe["labels"]:
+        raise RecipeError(f"recipe: background {recipe.get('background')!r} is not one of labels {recipe['labels']}")
+
+
+def mixture_datasets(recipe: dict, parts: list[DatasetSplit], labels: list[str], seed: int):
+    """Training mixture and held-out sets of a ``datasets:`` recipe.
+
+    Each part gives ``repeat`` augmented :class:`WindowDataset` copies of its training sequences
+    (depth targets only where ``depth: true``; labels already mapped by ``load_datasets``) and, when
+    it has a test part, one deterministic held-out :class:`WindowDataset` named after it.
+
+    Returns:
+        ``(ConcatDataset, {name: WindowDataset})``.
+    """
+    w = recipe.get("window", {})
+    common = dict(num_frames=int(w.get("num_frames", 150)), num_persons=int(w.get("num_persons", 2)),
+                  fps=float(w.get("fps", 15.0)), mask_joints=tuple(w.get("mask_joints", ())))
+    augment = Augment(**recipe.get("augment", {}))
+    train, tests = [], {}
+    for k, part in enumerate(parts):
+        if part.train:
+            for r in range(part.repeat):
+                train.append(WindowDataset(part.train, labels, use_depth=part.depth, augment=augment,
+                                           seed=seed + 101 * k + 17 * r, virtual_camera=part.virtual_camera, **common))
+        if part.test:
+            tests[part.name] = WindowDataset(part.test, labels, use_depth=part.depth, **common)
+    if not train:
+        raise RecipeError("recipe: datasets give no training sequence")
+    return torch.utils.data.ConcatDataset(train), tests
 
 
 def pretrain_depth(model: SardeNet, sequences: list, recipe: dict, seed: int, progress: bool) -> list[float]:
@@ -324,14 +386,16 @@ def depth_errors(depth: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, t
 
 
 @torch.no_grad()
-def evaluate(model: SardeNet, dataset: WindowDataset, labels: list[str], batch_size: int = 32) -> dict:
+def evaluate(model: SardeNet, dataset: WindowDataset, labels: list[str], batch_size: int = 32,
+             background: str = OTHER) -> dict:
     """Held-out metrics on deterministic windows (eval mode).
 
     Returns:
         ``top1`` (over samples with a label, argmax over all K classes), ``top1_known``
-        (argmax over classes other than ``other``, SBU), ``predicted_other`` (fraction of windows
-        whose argmax is ``other``), ``confident_interaction`` (fraction of windows whose argmax is
-        not ``other`` with probability >= 0.5: would-be events), ``depth_abs_mm`` (mean |z - z_gt|), ``depth_rootrel_mm``
+        (argmax over classes other than the ``background`` class, ``other`` or ``normal``),
+        ``predicted_other`` (fraction of windows whose argmax is the background class),
+        ``confident_interaction`` (fraction of windows whose argmax is not the background class
+        with probability >= 0.5: would-be events), ``per_class`` (recall per labelled class), ``depth_abs_mm`` (mean |z - z_gt|), ``depth_rootrel_mm``
         (mean |(z - z_neck) - (z_gt - z_neck_gt)|, frames with a neck), ``depth_absrel``
         (mean |z - z_gt| / z_gt), ``n``.
     """
@@ -341,8 +405,9 @@ def evaluate(model: SardeNet, dataset: WindowDataset, labels: list[str], batch_s
                         collate_fn=lambda b: collate(b, crop_stride=stride))
     correct = correct_known = labelled = other = confident = count = 0
     abs_err, rel_err, absrel = [], [], []
-    known = [i for i, name in enumerate(labels) if name != OTHER]
-    other_idx = labels.index(OTHER) if OTHER in labels else -1
+    hits, seen = np.zeros(len(labels)), np.zeros(len(labels))
+    known = [i for i, name in enumerate(labels) if name != background]
+    other_idx = labels.index(background) if background in labels else -1
     for batch in loader:
         scores, depth = model(batch["window"], batch["depth"] if model.depth_mode == "oracle" else None)
         pred = scores.argmax(1)
@@ -350,6 +415,8 @@ def evaluate(model: SardeNet, dataset: WindowDataset, labels: list[str], batch_s
         has = lab >= 0
         labelled += int(has.sum())
         correct += int((pred[has] == lab[has]).sum())
+        np.add.at(seen, lab[has].numpy(), 1)
+        np.add.at(hits, lab[has][pred[has] == lab[has]].numpy(), 1)
         pk = torch.tensor(known)[scores[:, known].argmax(1)]
         correct_known += int((pk[has] == lab[has]).sum())
         other += int((pred == other_idx).sum())
@@ -363,7 +430,9 @@ def evaluate(model: SardeNet, dataset: WindowDataset, labels: list[str], batch_s
     out = {"n": count, "top1": correct / labelled if labelled else None,
            "top1_known": correct_known / labelled if labelled else None,
            "predicted_other": other / count if count and other_idx >= 0 else None,
-           "confident_interaction": confident / count if count else None}
+           "confident_interaction": confident / count if count else None,
+           "per_class": {labels[k]: {"n": int(seen[k]), "recall": float(hits[k] / seen[k])}
+                         for k in range(len(labels)) if seen[k]}}
     if abs_err:
         out["depth_abs_mm"] = 1000 * float(torch.cat(abs_err).mean())
         out["depth_rootrel_mm"] = 1000 * float(torch.cat(rel_err).mean())
@@ -393,32 +462,43 @@ def train(recipe: dict | str | Path, data_dir: Path, out_dir: Path, device: str 
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     labels = list(recipe["labels"])
-    cfg = recipe.get("train", {})
-    splits = split_data(recipe, data_dir)
-    train_set, tests = _datasets(recipe, splits, labels, seed)
+    background = str(recipe.get("background", OTHER))
+    if "datasets" in recipe:  # the recipe names every dataset it uses (engines.sarde.datasets)
+        check_recipe_keys(recipe)
+        parts = load_datasets(recipe, data_dir)
+        train_set, tests = mixture_datasets(recipe, parts, labels, seed)
+        depth_train = [s for p in parts if p.depth for s in p.train]
+        split_info = {p.name: p.split for p in parts}
+    else:
+        splits = split_data(recipe, data_dir)
+        train_set, tests = _datasets(recipe, splits, labels, seed)
+        depth_train = splits["msr_train"]
+        split_info = {k: len(v) for k, v in splits.items()}
     model = build_model(recipe.get("model", {}), len(labels)).to(device)
-    pre_hist = pretrain_depth(model, splits["msr_train"], recipe, seed, progress)
+    pre_hist = pretrain_depth(model, depth_train, recipe, seed, progress)
 
     fitted = fit(model, train_set, recipe, device, seed, progress, max_steps)
     history, step = fitted["history"], fitted["steps"]
     train_seconds = time.perf_counter() - started
     model.cpu().eval()
-    metrics = {name: evaluate(model, ds, labels) for name, ds in tests.items()}
+    metrics = {name: evaluate(model, ds, labels, background=background) for name, ds in tests.items()}
     ckpt = out_dir / "model.pt"
     torch.save(model.state_dict(), ckpt)
-    # a few real held-out windows (SBU two-person, MSR one-person) for the exporter's parity check
-    parity = np.stack([tests["sbu"][i]["window"].numpy() for i in range(min(4, len(tests["sbu"])))]
-                      + [tests["msr"][i]["window"].numpy() for i in range(min(2, len(tests["msr"])))])
+    # a few real held-out windows (e.g. SBU two-person, MSR one-person) for the exporter's parity check
+    parity = np.stack([ds[i]["window"].numpy() for ds in tests.values() for i in range(min(3, len(ds)))][:8])
     np.save(out_dir / "parity_windows.npy", parity, allow_pickle=False)
     info = {
         "recipe": recipe, "labels": labels, "seed": seed, "metrics": metrics, "history": history,
         "pretrain_depth_history": pre_hist, "train_seconds": round(train_seconds, 1), "steps": step,
         "num_parameters": sum(p.numel() for p in model.parameters()),
-        "splits": {k: len(v) for k, v in splits.items()}, "torch": torch.__version__,
+        "splits": split_info, "background": background, "torch": torch.__version__,
+        "masked_joints": list(recipe.get("window", {}).get("mask_joints", [])),
     }
     (out_dir / "model.json").write_text(json.dumps(info, indent=2, sort_keys=True))
-    log.info("trained in %.0f s; held-out SBU top-1 %.3f; MSR depth abs %.0f mm", train_seconds,
-             metrics["sbu"]["top1"] or 0.0, metrics["msr"].get("depth_abs_mm", float("nan")))
+    for name, m in metrics.items():
+        log.info("trained in %.0f s; held-out %s: top-1 %s, depth abs %s mm (%d windows)", train_seconds, name,
+                 "n/a" if m["top1"] is None else f"{m['top1']:.3f}",
+                 f"{m['depth_abs_mm']:.0f}" if "depth_abs_mm" in m else "n/a", m["n"])
     return ckpt
 
 

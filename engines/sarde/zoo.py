@@ -25,32 +25,57 @@ MANIFEST_NAME = "sarde.json"
 
 
 def recipe_hash(recipe: dict) -> str:
-    """12 hex digits of the sha256 of the recipe as canonical JSON (sorted keys)."""
-    text = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
+    """12 hex digits of the sha256 of the recipe as canonical JSON (sorted keys).
+
+    Dataset ``files`` count by their names only (content-addressed cache files: the same data in
+    another checkout gives the same hash)."""
+    plain = json.loads(json.dumps(recipe))
+    for entry in plain.get("datasets") or []:
+        if isinstance(entry, dict) and "files" in entry:
+            entry["files"] = [Path(f).name for f in entry["files"]]
+    text = json.dumps(plain, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
-def ensure_default_model(artifact_dir: Path, data_dir: Path, recipe_path: Path | None = None,
-                         progress: bool = True) -> Path:
-    """Path of the exported default SARDE manifest, training and exporting it first if needed.
-
-    Args:
-        artifact_dir: cache root; the model lives in ``artifact_dir/sarde/<recipe-hash>/``.
-        data_dir: data root with ``skeletons/sbu_kinect_interaction`` and ``skeletons/msr_action3d``.
-        recipe_path: YAML recipe; default :data:`DEFAULT_RECIPE`.
-        progress: tqdm bars while training.
-
-    Returns:
-        The manifest path (``.../sarde.json``, beside ``sarde.onnx``).
+def load_recipe_file(recipe_path: Path | None = None) -> dict:
+    """The YAML recipe at ``recipe_path`` (default :data:`DEFAULT_RECIPE`) as a dict.
 
     Raises:
-        FileNotFoundError: if the recipe or, when training is needed, the datasets are missing.
+        FileNotFoundError: no such file. ValueError: not a mapping.
     """
     recipe_path = Path(recipe_path) if recipe_path is not None else DEFAULT_RECIPE
     with open(recipe_path, encoding="utf-8") as fh:
         recipe = yaml.safe_load(fh)
     if not isinstance(recipe, dict):
         raise ValueError(f"recipe {recipe_path} is not a mapping")
+    return recipe
+
+
+def ensure_default_model(artifact_dir: Path, data_dir: Path, recipe_path: Path | None = None,
+                         progress: bool = True) -> Path:
+    """:func:`ensure_model` of the YAML recipe at ``recipe_path`` (default :data:`DEFAULT_RECIPE`)."""
+    return ensure_model(load_recipe_file(recipe_path), artifact_dir, data_dir, progress)
+
+
+def ensure_model(recipe: dict, artifact_dir: Path, data_dir: Path, progress: bool = True) -> Path:
+    """Path of the exported SARDE manifest of ``recipe``, training and exporting it first if needed.
+
+    The one entry point the daemon layer uses to get a model: ``recipe`` is fully resolved (its
+    datasets read by ``engines.sarde.datasets``: built-in readers or generic ``.npz`` files).
+
+    Args:
+        recipe: the training recipe (``configs/models/*.yaml``, with any recordings resolved).
+        artifact_dir: cache root; the model lives in ``artifact_dir/sarde/<recipe-hash>/``.
+        data_dir: data root of the built-in dataset readers.
+        progress: tqdm bars while training.
+
+    Returns:
+        The manifest path (``.../sarde.json``, beside ``sarde.onnx``).
+
+    Raises:
+        FileNotFoundError: when training is needed and a dataset is missing.
+        engines.sarde.datasets.RecipeError: an invalid recipe.
+    """
     key = recipe_hash(recipe)
     model_dir = Path(artifact_dir) / "sarde" / key
     manifest = model_dir / MANIFEST_NAME
@@ -63,17 +88,16 @@ def ensure_default_model(artifact_dir: Path, data_dir: Path, recipe_path: Path |
         fcntl.flock(lock, fcntl.LOCK_EX)  # blocks while another process trains this recipe
         waited = time.perf_counter() - t0
         if manifest.is_file():
-            log.info("default SARDE model %s was built by another process (waited %.0f s)", key, waited)
+            log.info("SARDE model %s was built by another process (waited %.0f s)", key, waited)
             return manifest
         from engines.sarde.train import train  # torch from here on
         from export.sarde import export_sarde
 
-        log.warning("training the default SARDE model (recipe %s, %s); this takes a few minutes once",
-                    recipe_path.name, key)
+        log.warning("training SARDE model %s (recipe %s); this takes a few minutes once", key, recipe.get("name"))
         train_dir = model_dir / "train"
         if train_dir.exists():
             shutil.rmtree(train_dir)  # a half-finished earlier run
         ckpt = train(recipe, Path(data_dir), train_dir, seed=int(recipe.get("seed", 0)), progress=progress)
         out = export_sarde(ckpt, model_dir)
-        (model_dir / "recipe.yaml").write_text(recipe_path.read_text(encoding="utf-8"), encoding="utf-8")
+        (model_dir / "recipe.json").write_text(json.dumps(recipe, indent=2, sort_keys=True), encoding="utf-8")
         return out

@@ -1,0 +1,228 @@
+"""``sarde eval video``: what the deployed daemon says about labelled real clips, measured.
+
+Every clip goes through the daemon's own path: reader processes (decode, decimate, letterbox) ->
+stage (batched detector, PAF grouping, tracking, windows, the fused SARDE graph) -> event logic with
+the config's thresholds, smoothing and alert labels -> journal. Nothing is shortcut: the events
+counted are the ones the journal holds after the run. Clips run a few at a time as parallel cameras.
+
+Per alert label ``L`` (labels of ``start`` events; the model's background and silent labels never
+count):
+
+* **clip recall**: clips expecting ``L`` (``alerts`` of the clip list) on which ``L`` started;
+* **false alarms**: clips expecting no alert at all on which ``L`` started (share of those clips);
+* **precision**: clips expecting ``L`` among the clips on which ``L`` started;
+* **time to alert**: from the start of the action (the first segment labelled ``L``, else the clip
+  start) to the end of the first window that started ``L``, seconds of clip time.
+
+``--folds K`` cross-validates the first clip list by its groups (source videos): for each fold the
+default recipe is trained without that fold's groups in its recordings dataset (``--cv-dataset``),
+and the fold's clips are run with that model. Other clip lists are run with the full default model
+(they are never trained on). Results: ``results.json`` and ``results.md`` under ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.clips import Clip, load_clip_list
+from pipeline.config import Config, SourceConfig
+
+log = logging.getLogger(__name__)
+
+BATCH_CLIPS = 8
+
+
+def group_folds(clips: list[Clip], k: int) -> list[list[str]]:
+    """``k`` folds of the clips' groups, balanced by clip count (largest group first to the smallest
+    fold; ties by name): deterministic, and no group is split across folds.
+
+    Raises:
+        ValueError: fewer groups than folds.
+    """
+    sizes: dict[str, int] = {}
+    for c in clips:
+        sizes[c.group] = sizes.get(c.group, 0) + 1
+    if len(sizes) < k:
+        raise ValueError(f"{len(sizes)} groups cannot make {k} folds")
+    folds: list[list[str]] = [[] for _ in range(k)]
+    counts = [0] * k
+    for g in sorted(sizes, key=lambda g: (-sizes[g], g)):
+        i = min(range(k), key=lambda j: (counts[j], j))
+        folds[i].append(g)
+        counts[i] += sizes[g]
+    return folds
+
+
+def run_clips(cfg: Config, clips: list[Clip], manifest: Path) -> dict[str, dict]:
+    """Run the daemon with the recogniser ``manifest`` over ``clips``.
+
+    Returns:
+        ``{clip_id: {"alerts": [labels started], "first_start_s": {label: clip seconds of the end of
+        the first window that started it}, "frames": processed frames, "windows": classified windows,
+        "events": [event dicts]}}``.
+    """
+    from pipeline.daemon import run_all
+    from pipeline.journal import EventJournal
+
+    out: dict[str, dict] = {}
+    for i in range(0, len(clips), BATCH_CLIPS):
+        batch = clips[i:i + BATCH_CLIPS]
+        tmp = Path(tempfile.mkdtemp(prefix="sarde-veval-"))
+        try:
+            names = {f"c{j}": c for j, c in enumerate(batch)}
+            run = cfg.model_copy(deep=True)
+            run.sources = [SourceConfig(name=n, url=str(c.path)) for n, c in names.items()]
+            run.recognizer.model = str(manifest)
+            run.record_poses = tmp / "poses.jsonl"  # the clip-time origin of each camera
+            run.events.journal = tmp / "events.db"
+            run.events.pub_endpoint = None
+            run.events.stdout = False
+            run.metrics.enabled = False
+            run.transport.frames_endpoint = f"ipc://{tmp}/frames.sock"
+            run.transport.frames_bind = None
+            run_all(run, progress=False)
+            t0: dict[str, float] = {}
+            frames: dict[str, int] = {n: 0 for n in names}
+            windows: dict[str, int] = {n: 0 for n in names}
+            if run.record_poses.is_file():
+                for line in run.record_poses.read_text(encoding="utf-8").splitlines():
+                    rec = json.loads(line)
+                    t0.setdefault(rec["camera"], float(rec["ts"]))
+                    frames[rec["camera"]] = frames.get(rec["camera"], 0) + 1
+            wpath = run.record_poses.with_name("poses.windows.jsonl")
+            if wpath.is_file():
+                for line in wpath.read_text(encoding="utf-8").splitlines():
+                    cam = json.loads(line)["camera"]
+                    windows[cam] = windows.get(cam, 0) + 1
+            events: dict[str, list] = {n: [] for n in names}
+            if run.events.journal.is_file():
+                journal = EventJournal(run.events.journal, readonly=True)
+                try:
+                    for _, ev in journal.read():
+                        events.setdefault(ev.camera, []).append(ev)
+                finally:
+                    journal.close()
+            for n, clip in names.items():
+                started: dict[str, float] = {}
+                for ev in events.get(n, []):
+                    if ev.phase == "start" and ev.label not in started:
+                        started[ev.label] = float(ev.window.end_ts) - t0.get(n, float(ev.window.end_ts))
+                out[clip.clip_id] = {"alerts": sorted(started), "first_start_s": started, "frames": frames.get(n, 0),
+                                     "windows": windows.get(n, 0), "events": [e.to_dict() for e in events.get(n, [])]}
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def score(clips: list[Clip], results: dict[str, dict], labels: list[str]) -> dict:
+    """Per alert label: clip recall, false alarms on quiet clips, precision, time to alert (seconds)."""
+    quiet = [c for c in clips if not c.alerts]
+    per_label = {}
+    for label in labels:
+        expect = [c for c in clips if label in c.alerts]
+        raised = [c for c in clips if label in results[c.clip_id]["alerts"]]
+        hits = [c for c in expect if label in results[c.clip_id]["alerts"]]
+        false = [c for c in quiet if label in results[c.clip_id]["alerts"]]
+        if not expect and not raised:
+            continue
+        delays = []
+        for c in hits:
+            seg = next((s for s in c.segments if s.label == label), None)
+            delays.append(results[c.clip_id]["first_start_s"][label] - (seg.start if seg else 0.0))
+        per_label[label] = {
+            "clips_expected": len(expect), "recall": len(hits) / len(expect) if expect else None,
+            "false_alarm_clips": len(false), "false_alarm_rate": len(false) / len(quiet) if quiet else None,
+            "precision": len(hits) / len(raised) if raised else None,
+            "time_to_alert_s_median": float(np.median(delays)) if delays else None,
+        }
+    any_alarm = [c for c in quiet if results[c.clip_id]["alerts"]]
+    correct = sum(1 for c in clips if set(results[c.clip_id]["alerts"]) == set(c.alerts)
+                  or (c.alerts and set(c.alerts) <= set(results[c.clip_id]["alerts"])))
+    return {"clips": len(clips), "quiet_clips": len(quiet), "quiet_with_any_alert": len(any_alarm),
+            "clip_accuracy": correct / len(clips) if clips else None, "per_label": per_label}
+
+
+def render_markdown(report: dict) -> str:
+    """Markdown tables of :func:`main`'s report."""
+    lines = []
+    for name, part in report["lists"].items():
+        lines.append(f"## {name}\n")
+        lines.append(f"model: {part['model']}; protocol: {part['protocol']}\n")
+        rows = [("overall", part["overall"])] + [(f"fold {i + 1}", f) for i, f in enumerate(part.get("folds", []))]
+        lines.append("| part | clips | label | recall | false alarms (quiet clips) | precision | time to alert s (median) |")
+        lines.append("|---|---|---|---|---|---|---|")
+        for tag, sc in rows:
+            if not sc["per_label"]:
+                lines.append(f"| {tag} | {sc['clips']} | (none raised) | - | 0 / {sc['quiet_clips']} | - | - |")
+            for label, m in sc["per_label"].items():
+                fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+                lines.append(f"| {tag} | {sc['clips']} | {label} | {fmt(m['recall'])} | "
+                             f"{m['false_alarm_clips']} / {sc['quiet_clips']} | {fmt(m['precision'])} | "
+                             f"{fmt(m['time_to_alert_s_median'])} |")
+        lines.append("")
+        lines.append("| clip | expected | raised |")
+        lines.append("|---|---|---|")
+        for cid, r in part["clips"].items():
+            lines.append(f"| {cid} | {', '.join(r['expected']) or '-'} | {', '.join(r['alerts']) or '-'} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``sarde eval video --clips LIST [--clips LIST ...] [--folds K] [--model MANIFEST] [--out DIR]``."""
+    from engines.recognizer import Recognizer
+    from pipeline.assets import default_model
+    from pipeline.cli import load_cli_config
+    from pipeline.daemon import silent_labels
+
+    parser = argparse.ArgumentParser(prog="sarde eval video", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, help="YAML config: thresholds, smoothing, alert labels as deployed")
+    parser.add_argument("--clips", action="append", required=True, type=Path, help="clip list YAML (configs/clips/); repeat")
+    parser.add_argument("--folds", type=int, default=0, help="cross-validate the first clip list in K folds by group")
+    parser.add_argument("--cv-dataset", default="fightsurv", help="recipe dataset trained without the held-out groups")
+    parser.add_argument("--model", type=Path, help="recogniser manifest (default: the default model)")
+    parser.add_argument("--out", type=Path, default=Path("runs/video_eval"))
+    args = parser.parse_args(argv)
+    cfg = load_cli_config(args.config)
+    full = args.model or default_model(cfg)
+    labels = Recognizer(full, providers=["cpu"]).labels
+    report: dict = {"config": str(args.config or "default"), "lists": {}}
+    for i, clip_path in enumerate(args.clips):
+        clips = load_clip_list(clip_path, cfg.paths.data_dir)
+        part: dict = {}
+        if i == 0 and args.folds > 1:
+            folds = group_folds(clips, args.folds)
+            results, fold_scores = {}, []
+            for k, groups in enumerate(folds):
+                held = [c for c in clips if c.group in set(groups)]
+                log.info("fold %d/%d: %d groups, %d clips held out", k + 1, len(folds), len(groups), len(held))
+                manifest = default_model(cfg, exclude_groups={args.cv_dataset: groups})
+                res = run_clips(cfg, held, manifest)
+                results.update(res)
+                fold_scores.append(score(held, res, labels))
+            part.update(model="default recipe, trained per fold without the held-out groups",
+                        protocol=f"{args.folds}-fold cross-validation grouped by source", folds=fold_scores,
+                        fold_groups=folds)
+        else:
+            results = run_clips(cfg, clips, full)
+            part.update(model=str(full), protocol="held out (never trained on)")
+        part["overall"] = score(clips, results, labels)
+        part["clips"] = {c.clip_id: {"expected": c.alerts, "alerts": results[c.clip_id]["alerts"],
+                                     "group": c.group, "frames": results[c.clip_id]["frames"],
+                                     "windows": results[c.clip_id]["windows"],
+                                     "first_start_s": results[c.clip_id]["first_start_s"]} for c in clips}
+        report["lists"][clip_path.stem] = part
+    manifest_labels = Recognizer(full, providers=["cpu"])
+    report["silent_labels"] = silent_labels(cfg, manifest_labels)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(report, indent=2, sort_keys=True))
+    md = render_markdown(report)
+    (args.out / "results.md").write_text(md)
+    print(md)
+    return 0
