@@ -148,9 +148,18 @@ def cmd_export(args) -> int:
 def cmd_train(args) -> int:
     cfg = _load(args)
     _setup_logging(cfg.log_level)
+    from engines.sarde.datasets import RecipeError
     from engines.sarde.train import train
+    from engines.sarde.zoo import load_recipe_file
+    from pipeline.assets import StartupError
+    from pipeline.recordings import resolve_recipe
+
     out = Path(args.out or cfg.paths.artifact_dir / "train" / Path(args.recipe).stem)
-    ckpt = train(args.recipe, cfg.paths.data_dir, out, device=args.device, seed=args.seed, progress=not args.no_progress)
+    try:
+        recipe = resolve_recipe(cfg, load_recipe_file(Path(args.recipe)), not args.no_progress)
+        ckpt = train(recipe, cfg.paths.data_dir, out, device=args.device, seed=args.seed, progress=not args.no_progress)
+    except (FileNotFoundError, RecipeError, ValueError) as exc:
+        raise StartupError(f"training failed: {exc}") from exc
     print(ckpt)
     return 0
 
@@ -225,7 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("train", help="train the SARDE graph on the skeleton datasets")
     common(sp, sources=False)
-    sp.add_argument("--recipe", default=str(Path(__file__).resolve().parents[1] / "configs" / "models" / "sarde-default.yaml"))
+    sp.add_argument("--recipe", default=str(Path(__file__).resolve().parents[1] / "configs" / "models" / "sarde-default.yaml"),
+                    help="training recipe YAML: labels, the datasets it learns from (readers, label maps, repeats, splits), "
+                         "model, schedule, augmentation; see configs/models/sarde-default.yaml")
     sp.add_argument("--out", help="output directory (default artifact_dir/train/<recipe>)")
     sp.add_argument("--device", default="cpu", help="cpu or cuda")
     sp.add_argument("--seed", type=int, default=0)

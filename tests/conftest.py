@@ -15,7 +15,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DETECTOR_WEIGHTS = Path("models/pose/pinto_mobilenetv2_pose/"
-                        "posttraing_quantization_mobilenet_v2_pose_dm14_368_432_weight_quant.tflite")
+                        "posttraing_quantization_mobilenet_v2_pose_dm10_368_432_weight_quant.tflite")
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +50,7 @@ def _export_is_current(manifest: Path, weights: Path) -> bool:
 
 @pytest.fixture(scope="session")
 def detector_onnx(shared_dir: Path, artifact_cache: Path) -> Path:
-    """Manifest path of the default (dm14) detector exported to ONNX, exported at most once."""
+    """Manifest path of the default (dm10) detector exported to ONNX, exported at most once."""
     weights = shared_dir / DETECTOR_WEIGHTS
     if not weights.is_file():
         pytest.skip(f"detector weights not found: {weights}")
@@ -66,10 +66,28 @@ def detector_onnx(shared_dir: Path, artifact_cache: Path) -> Path:
     return export_detector(weights, out_dir, parity_frames=frames)
 
 
+def _default_config(shared_dir: Path, artifact_cache: Path, **overrides):
+    """The package's default config pointed at the test's shared folder and artifact cache."""
+    from pipeline.config import load_config
+
+    base = {"paths": {"data_dir": str(shared_dir / "data"), "pose_model_dir": str(shared_dir / "models/pose"),
+                      "artifact_dir": str(artifact_cache)}}
+    for key, value in overrides.items():
+        base.setdefault(key, {}).update(value)
+    return load_config(REPO_ROOT / "configs" / "default.yaml", base)
+
+
 @pytest.fixture(scope="session")
 def default_model(shared_dir: Path, artifact_cache: Path, detector_onnx: Path) -> Path:
-    """Manifest path of the daemon's default SARDE model, trained and exported at most once."""
+    """Manifest path of the daemon's default SARDE model, built at most once the way the daemon
+    builds it (daemon recordings of the training clips, then training and export)."""
     pytest.importorskip("torch")
-    from engines.sarde.zoo import ensure_default_model
+    from pipeline.assets import default_model as build
 
-    return ensure_default_model(artifact_cache, shared_dir / "data", progress=False)
+    return build(_default_config(shared_dir, artifact_cache), progress=False)
+
+
+@pytest.fixture(scope="session")
+def default_cfg(shared_dir: Path, artifact_cache: Path):
+    """``configs/default.yaml`` (the deployed thresholds) with the test's shared folder and artifact cache."""
+    return _default_config(shared_dir, artifact_cache)
