@@ -141,7 +141,8 @@ def export_sarde(checkpoint: str | Path, out_dir: str | Path, parity_windows: np
         "outputs": {"scores": {"shape": ["N", len(info["labels"])], "dtype": "float32", "meaning": "softmax probabilities"},
                     "depth": {"shape": ["N", t, v, m], "dtype": "float32", "unit": "m", "meaning": "camera-space joint depth, 0 where missing"}},
         "heldout": {
-            "sbu_fold": info["recipe"].get("data", {}).get("sbu_test_fold", 1),
+            "sbu_fold": next((d.get("test", {}).get("sbu_fold") for d in info["recipe"].get("datasets", [])
+                              if d.get("reader") == "sbu"), None),
             "sbu_top1": metrics.get("sbu", {}).get("top1"),
             "msr_depth_abs_mm": metrics.get("msr", {}).get("depth_abs_mm"),
             "msr_depth_rootrel_mm": metrics.get("msr", {}).get("depth_rootrel_mm"),

@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_default_config_is_valid():
     cfg = load_config(ROOT / "configs" / "default.yaml")
     assert cfg.recognizer.num_frames == 150
-    assert [s.name for s in cfg.sources] == ["street", "hug"]
+    assert [s.name for s in cfg.sources] == ["cctv-fight", "cctv-street", "hug", "street"]
+    assert cfg.events.alert_labels == ["fighting", "falling", "hugging", "shaking_hands", "exchanging"]
+    assert "dm10" in cfg.detector.weights and cfg.detector.min_parts == 3
     assert all(Path(cfg.resolve_source_url(s.url)).is_file() for s in cfg.sources)
 
 

@@ -90,7 +90,9 @@ def test_zoo_trains_once_and_caches(tmp_path):
 
     recipe = {
         "name": "tiny", "seed": 0, "labels": LABELS + ["other"],
-        "data": {"sbu_test_fold": 1, "msr_test_subjects": [2, 4, 6, 8, 10]},
+        "datasets": [{"name": "sbu", "reader": "sbu", "test": {"sbu_fold": 1}},
+                     {"name": "msr", "reader": "msr", "label_map": {"*": "other"}, "depth": True,
+                      "test": {"subjects": [2, 4, 6, 8, 10]}}],
         "model": {"depth_width": 0.125, "blocks": [[8, 4], [8, 2]]},
         "pretrain_depth": {"epochs": 0},
         "train": {"epochs": 1, "batch_size": 64},

@@ -227,7 +227,9 @@ def test_train_command_writes_checkpoint(tmp_path):
     recipe = {
         "labels": ["approaching", "departing", "kicking", "punching", "pushing", "hugging", "shaking_hands",
                    "exchanging", "other"],
-        "data": {"sbu_test_fold": 1, "msr_test_subjects": [2, 4, 6, 8, 10]},
+        "datasets": [{"name": "sbu", "reader": "sbu", "test": {"sbu_fold": 1}},
+                     {"name": "msr", "reader": "msr", "label_map": {"*": "other"}, "depth": True,
+                      "test": {"subjects": [2, 4, 6, 8, 10]}}],
         "model": {"depth_width": 0.125, "blocks": [[8, 2], [8, 2]]},
         "pretrain_depth": {"epochs": 1, "batch_frames": 2048},
         "train": {"epochs": 1, "batch_size": 32},
@@ -235,7 +237,8 @@ def test_train_command_writes_checkpoint(tmp_path):
     ckpt = train(recipe, DATA, tmp_path, progress=False, max_steps=3)
     info = json.loads((tmp_path / "model.json").read_text())
     assert info["steps"] == 3 and info["labels"][-1] == "other"
-    assert info["splits"] == {"sbu_train": 227, "sbu_test": 55, "msr_train": 291, "msr_test": 275}
+    assert {k: (v["train_sequences"], v["test_sequences"]) for k, v in info["splits"].items()} == {
+        "sbu": (227, 55), "msr": (291, 275)}
     assert 0 <= info["metrics"]["sbu"]["top1"] <= 1 and info["metrics"]["msr"]["depth_abs_mm"] > 0
     state = torch.load(ckpt, weights_only=True)
     net = SardeNet(9, depth_width=0.125, blocks=((8, 2), (8, 2)))

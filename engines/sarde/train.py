@@ -1,13 +1,15 @@
-"""Train the fused SARDE model (Sec. 3.4): depth from MSR Action3D, recognition from SBU (+ other).
+"""Train the fused SARDE model (Sec. 3.4) on the datasets a recipe names (``engines.sarde.datasets``).
 
-``python -m engines.sarde.train --recipe configs/models/sarde-default.yaml --data ../shared/data
---out artifacts/train`` writes ``model.pt`` (a ``state_dict``, loaded with ``weights_only=True``),
+``python -m engines.sarde.train --recipe RECIPE.yaml --data ../shared/data --out artifacts/train``
+(a recipe whose datasets are all built-in readers or ``.npz`` files; ``sarde train`` also resolves
+daemon recordings of clip lists first) writes ``model.pt`` (a ``state_dict``, loaded with ``weights_only=True``),
 ``model.json`` (recipe, labels, held-out metrics, training time) and ``parity_windows.npy`` (a few
 real held-out windows for the exporter's parity check).
 
-Schedule: (1) the per-frame depth GCN is pre-trained on MSR frames with the scale-invariant loss
-(cheap: it is a per-frame spatial network); (2) the whole graph is trained with Eq. 3 on SBU
-windows (recognition) and MSR windows (depth, and the ``other`` class when the recipe asks).
+Schedule: (1) the per-frame depth GCN is pre-trained on the frames of the ``depth: true`` datasets
+with the scale-invariant loss (cheap: it is a per-frame spatial network); (2) the whole graph is
+trained with Eq. 3 on the mixture of every dataset's windows (recognition where a sequence has a
+label of the model, depth where its dataset supervises depth).
 
 :func:`fit` is the joint-training loop shared with the protocol runs of ``sarde eval``
 (``engines.sarde.evaluate``): Eq. 3 over any window dataset, resumable (``resume.pt``), DDP under
@@ -26,9 +28,6 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
-from engines.datasets.generic import load_npz
-from engines.datasets.msr import load_msr_action3d
-from engines.datasets.sbu import SBU_FOLDS, load_sbu
 from engines.sarde.data import Augment, WindowDataset, collate, make_window
 from engines.sarde.datasets import DatasetSplit, RecipeError, load_datasets
 from engines.sarde.losses import DEPTH_LOSSES, multitask_loss
@@ -58,63 +57,6 @@ def _progress(iterable, enabled: bool, **kwargs):
     from tqdm import tqdm
 
     return tqdm(iterable, **kwargs)
-
-
-def split_data(recipe: dict, data_dir: Path) -> dict[str, list]:
-    """Read SBU and MSR Action3D and split them as the recipe says.
-
-    ``data.extra_train_npz`` (optional) lists generic ``.npz`` files (``engines.datasets.generic``,
-    e.g. converted daemon recordings) whose labelled sequences join the training set; labels that are
-    not model classes are ignored by the recognition loss.
-
-    Returns:
-        ``{"sbu_train", "sbu_test", "msr_train", "msr_test"}`` (+ ``"extra_train"`` when given) lists of
-        ``SkeletonSequence``.
-    """
-    d = recipe["data"]
-    test_sets = SBU_FOLDS[int(d.get("sbu_test_fold", 1)) - 1]
-    sbu = load_sbu(data_dir)
-    msr_test_subjects = set(d.get("msr_test_subjects", [2, 4, 6, 8, 10]))
-    msr = load_msr_action3d(data_dir)
-    extra = []
-    for item in d.get("extra_train_npz", []):  # a site's own recordings in the generic format
-        path = Path(item).expanduser()
-        if not path.is_absolute() and not path.exists():
-            path = Path(data_dir) / path
-        extra.extend(load_npz(path))
-    splits = {
-        "sbu_train": [s for s in sbu if s.subject not in test_sets],
-        "sbu_test": [s for s in sbu if s.subject in test_sets],
-        "msr_train": [s for s in msr if s.subject not in msr_test_subjects],
-        "msr_test": [s for s in msr if s.subject in msr_test_subjects],
-    }
-    if extra:
-        splits["extra_train"] = extra
-    return splits
-
-
-def _datasets(recipe: dict, splits: dict, labels: list[str], seed: int):
-    w = recipe.get("window", {})
-    common = dict(num_frames=int(w.get("num_frames", 150)), num_persons=int(w.get("num_persons", 2)),
-                  fps=float(w.get("fps", 15.0)))
-    other = OTHER in labels
-    msr_map = {s.label: OTHER for s in splits["msr_train"] + splits["msr_test"]} if other else {}
-    # MSR labels are not classes of the model unless mapped to ``other``
-    msr_labels = labels if other else []
-    augment = Augment(**recipe.get("augment", {}))
-    repeat = int(recipe["data"].get("sbu_repeat", 1))
-    train = torch.utils.data.ConcatDataset(
-        [WindowDataset(splits["sbu_train"], labels, use_depth=False, augment=augment, seed=seed + 17 * r, **common)
-         for r in range(repeat)]
-        + [WindowDataset(splits["msr_train"], msr_labels, msr_map, use_depth=True, augment=augment, seed=seed + 1,
-                         **common)]
-        + ([WindowDataset(splits["extra_train"], labels, use_depth=all(x.depth is not None for x in splits["extra_train"]),
-                          augment=augment, seed=seed + 2, **common)] if splits.get("extra_train") else []))
-    tests = {
-        "sbu": WindowDataset(splits["sbu_test"], labels, use_depth=True, **common),
-        "msr": WindowDataset(splits["msr_test"], msr_labels, msr_map, use_depth=True, **common),
-    }
-    return train, tests
 
 
 #: Top-level keys of a recipe that names its datasets.
@@ -463,17 +405,13 @@ def train(recipe: dict | str | Path, data_dir: Path, out_dir: Path, device: str 
     torch.manual_seed(seed)
     labels = list(recipe["labels"])
     background = str(recipe.get("background", OTHER))
-    if "datasets" in recipe:  # the recipe names every dataset it uses (engines.sarde.datasets)
-        check_recipe_keys(recipe)
-        parts = load_datasets(recipe, data_dir)
-        train_set, tests = mixture_datasets(recipe, parts, labels, seed)
-        depth_train = [s for p in parts if p.depth for s in p.train]
-        split_info = {p.name: p.split for p in parts}
-    else:
-        splits = split_data(recipe, data_dir)
-        train_set, tests = _datasets(recipe, splits, labels, seed)
-        depth_train = splits["msr_train"]
-        split_info = {k: len(v) for k, v in splits.items()}
+    if "datasets" not in recipe:
+        raise RecipeError("recipe: no `datasets:` section; list the datasets to train on (see configs/models/sarde-default.yaml)")
+    check_recipe_keys(recipe)
+    parts = load_datasets(recipe, data_dir)  # the recipe names every dataset it uses (engines.sarde.datasets)
+    train_set, tests = mixture_datasets(recipe, parts, labels, seed)
+    depth_train = [s for p in parts if p.depth for s in p.train]
+    split_info = {p.name: p.split for p in parts}
     model = build_model(recipe.get("model", {}), len(labels)).to(device)
     pre_hist = pretrain_depth(model, depth_train, recipe, seed, progress)
 
