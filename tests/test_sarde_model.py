@@ -244,3 +244,37 @@ def test_train_command_writes_checkpoint(tmp_path):
     net = SardeNet(9, depth_width=0.125, blocks=((8, 2), (8, 2)))
     net.load_state_dict(state)
     assert np.load(tmp_path / "parity_windows.npy").shape[1:] == (3, 150, 18, 2)
+
+
+def test_person_frame_input_is_scale_and_position_invariant():
+    """recognizer_input 'person': the same motion at another size / place in the image scores the same."""
+    net = SardeNet(4, depth_width=0.125, blocks=((8, 2), (8, 2)), recognizer_input="person",
+                   depth_mode="none").eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(2, 3, 150, 18, 2)
+    x[:, :2, 90:] = torch.randn(2, 2, 60, 18, 2, generator=g) * 0.1
+    x[:, 2, 90:] = 0.9
+    x[1, :, :, :, 1] = 0  # second sample: one person
+    y = x.clone()
+    y[:, :2] = (y[:, :2] * 0.25 + torch.tensor([0.3, -0.2]).view(1, 2, 1, 1, 1)) * (y[:, 2:3] > 0)
+    z = x.clone()
+    z[:, :2, 90:] = torch.randn(2, 2, 60, 18, 2, generator=g) * 0.1 * (z[:, 2:3, 90:] > 0)
+    with torch.no_grad():
+        lx, ly, lz = net.logits(x)[0], net.logits(y)[0], net.logits(z)[0]
+    invariance, motion = float((lx - ly).abs().max()), float((lx - lz).abs().max())
+    assert invariance < 1e-5 and motion > 20 * invariance, (invariance, motion)  # other motion: other scores
+
+
+def test_balanced_class_weights_count_repeats():
+    from engines.datasets import SkeletonSequence
+    from engines.sarde.data import WindowDataset
+    from engines.sarde.train import balanced_class_weights
+
+    def seq(label):
+        return SkeletonSequence(name=label, keypoints=np.zeros((5, 1, 18, 3), np.float32), frame_size=(640, 480),
+                                fps=15.0, label=label)
+
+    a = WindowDataset([seq("normal")] * 16 + [seq("fighting")] * 4, ["fighting", "normal", "falling"])
+    b = WindowDataset([seq("fighting")] * 4, ["fighting", "normal", "falling"])
+    w = balanced_class_weights(torch.utils.data.ConcatDataset([a, b]), 3)
+    np.testing.assert_allclose(w.numpy(), [np.sqrt(2.0), 1.0, 1.0], rtol=1e-6)  # 8 fighting vs 16 normal

@@ -61,23 +61,27 @@ def mse_depth_loss(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tens
 DEPTH_LOSSES = {"scale_invariant": scale_invariant_depth_loss, "mse": lambda p, t, lam=LAMBDA: mse_depth_loss(p, t)}
 
 
-def recognition_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def recognition_loss(logits: torch.Tensor, labels: torch.Tensor,
+                     class_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample cross-entropy (Eqs. 6-7 as standard CE on softmax scores).
 
     Args:
         logits: ``(N, K)``. labels: ``(N,)`` int64 class index, ``-1`` = no label.
+        class_weights: optional ``(K,)`` weight of each class' samples (class balancing).
 
     Returns:
         ``(loss (N,), has_label (N,) bool)``; 0 for unlabelled samples.
     """
     has = labels >= 0
     loss = F.cross_entropy(logits, labels.clamp(min=0), reduction="none")
+    if class_weights is not None:
+        loss = loss * class_weights.to(loss.dtype)[labels.clamp(min=0)]
     return torch.where(has, loss, 0.0), has
 
 
 def multitask_loss(logits: torch.Tensor, depth: torch.Tensor, labels: torch.Tensor, depth_target: torch.Tensor,
                    alpha: float = ALPHA, lam: float = LAMBDA, depth_loss: str = "scale_invariant",
-                   ) -> tuple[torch.Tensor, dict[str, float]]:
+                   class_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Eq. 3: ``L = α L_I + (1 - α) L_II``.
 
     ``depth_loss`` picks ``L_I``: ``"scale_invariant"`` (Eqs. 4-5) or ``"mse"`` (ablation).
@@ -88,6 +92,7 @@ def multitask_loss(logits: torch.Tensor, depth: torch.Tensor, labels: torch.Tens
     Args:
         logits: ``(N, K)``; depth, depth_target: ``(N, T, V, M)`` metres (target 0 = unknown);
         labels: ``(N,)`` int64, ``-1`` = unlabelled.
+        class_weights: optional ``(K,)`` per-class weights of ``L_II`` (see :func:`recognition_loss`).
 
     Returns:
         ``(loss scalar tensor, {"L_I": float, "L_II": float})``.
@@ -95,7 +100,7 @@ def multitask_loss(logits: torch.Tensor, depth: torch.Tensor, labels: torch.Tens
     if depth_loss not in DEPTH_LOSSES:
         raise ValueError(f"depth_loss must be one of {sorted(DEPTH_LOSSES)}, got {depth_loss!r}")
     l1, has_gt = DEPTH_LOSSES[depth_loss](depth, depth_target, lam)
-    l2, has_label = recognition_loss(logits, labels)
+    l2, has_label = recognition_loss(logits, labels, class_weights)
     loss_i = l1.sum() / has_gt.sum().clamp(min=1)
     loss_ii = l2.sum() / has_label.sum().clamp(min=1)
     total = alpha * loss_i + (1.0 - alpha) * loss_ii

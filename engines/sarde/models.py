@@ -284,6 +284,14 @@ class SardeNet(nn.Module):
         depth_input: what the recogniser's depth channel holds: ``"absolute"`` camera-space z
             (the paper) or ``"root_relative"`` z minus the neck's z in the same frame (0 where
             the neck or the joint is missing); the depth output is absolute either way.
+        recognizer_input: the frame of the recogniser's (x, y): ``"frame"`` as given (image-centred,
+            frame-height units: SARDE), or ``"person"``: the window re-centred on the mean of its
+            visible joints (all persons, all frames) and divided by the mean height of its visible
+            person-frames (joint y extent, floored at 0.02): the same motion then looks the same
+            whether the people stand 60 or 600 px tall, near the image centre or its corner (the
+            role of pyskl's / PoseC3D's subject-centred crop). Computed inside the graph, so the
+            daemon's windows and the exported model need no change. The depth net always sees the
+            frame coordinates (metric depth needs the apparent size).
 
     Shape:
         input ``(N, 3, T, V, M)``: channels (x, y, score) from ``engines.skeleton`` (score 0 =
@@ -295,8 +303,12 @@ class SardeNet(nn.Module):
     def __init__(self, num_classes: int, depth_width: float = 1.0, depth_channels: Sequence[int] = DEPTH_CHANNELS,
                  skip: int = 1, blocks: Sequence[Sequence[int]] = STGCN_BLOCKS, dropout: float = 0.0,
                  use_score: bool = False, num_persons: int = 2, depth_net: str = "series",
-                 inception_blocks: int = 3, depth_mode: str = "estimated", depth_input: str = "absolute"):
+                 inception_blocks: int = 3, depth_mode: str = "estimated", depth_input: str = "absolute",
+                 recognizer_input: str = "frame"):
         super().__init__()
+        if recognizer_input not in ("frame", "person"):
+            raise ValueError(f"recognizer_input must be frame or person, got {recognizer_input!r}")
+        self.recognizer_input = recognizer_input
         if depth_input not in ("absolute", "root_relative"):
             raise ValueError(f"depth_input must be absolute or root_relative, got {depth_input!r}")
         self.depth_input = depth_input
@@ -345,12 +357,31 @@ class SardeNet(nn.Module):
         if self.depth_input == "root_relative":
             neck = depth[:, :, :, COCO18_CENTER:COCO18_CENTER + 1]  # (N*M, 1, T, 1)
             feature = (depth - neck) * joint_mask * (neck > 0).to(x.dtype)
-        parts = [xy] if self.depth_mode == "none" else [xy, feature]
+        rec_xy = self._person_frame(xy, joint_mask, n, m) if self.recognizer_input == "person" else xy
+        parts = [rec_xy] if self.depth_mode == "none" else [rec_xy, feature]
         if self.use_score:
             parts.append(score)
         logits = self.recognizer(torch.cat(parts, dim=1), frame_mask)
         depth_out = depth.reshape(n, m, t, v).permute(0, 2, 3, 1)  # (N, T, V, M)
         return logits, depth_out
+
+    @staticmethod
+    def _person_frame(xy: torch.Tensor, joint_mask: torch.Tensor, n: int, m: int) -> torch.Tensor:
+        """``(N*M, 2, T, V)`` -> the same joints centred and scaled per window (``recognizer_input``)."""
+        _, c, t, v = xy.shape
+        w_xy = xy.reshape(n, m, c, t, v)
+        w_mask = joint_mask.reshape(n, m, 1, t, v)
+        count = w_mask.sum(dim=(1, 3, 4), keepdim=True).clamp(min=1.0)  # (N, 1, 1, 1, 1)
+        centre = (w_xy * w_mask).sum(dim=(1, 3, 4), keepdim=True) / count  # (N, 1, 2, 1, 1)
+        y = w_xy[:, :, 1:2]
+        big = torch.full_like(y, 1e4)
+        top = torch.where(w_mask > 0, y, big).amin(dim=4, keepdim=True)  # (N, M, 1, T, 1)
+        bottom = torch.where(w_mask > 0, y, -big).amax(dim=4, keepdim=True)
+        present = (w_mask.amax(dim=4, keepdim=True) > 0).to(xy.dtype)  # person-frames with a joint
+        height = (bottom - top).clamp(min=0.0) * present
+        scale = (height.sum(dim=(1, 3), keepdim=True) / present.sum(dim=(1, 3), keepdim=True).clamp(min=1.0)).clamp(min=0.02)
+        out = (w_xy - centre) / scale * w_mask  # (N, M, 2, T, V)
+        return out.reshape(n * m, c, t, v)
 
     def _depth_of_valid_frames(self, xy: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
         """Training path: the per-frame depth net runs on frames holding a skeleton only (same
@@ -371,12 +402,12 @@ class SardeNet(nn.Module):
 def build_model(config: dict, num_classes: int) -> SardeNet:
     """Build :class:`SardeNet` from a recipe's ``model`` section (keys: ``depth_width``,
     ``depth_channels``, ``skip``, ``blocks``, ``dropout``, ``use_score``, ``num_persons``,
-    ``depth_net``, ``inception_blocks``, ``depth_mode``, ``depth_input``).
+    ``depth_net``, ``inception_blocks``, ``depth_mode``, ``depth_input``, ``recognizer_input``).
 
     Raises:
         ValueError: on an unknown key or value."""
     known = {"depth_width", "depth_channels", "skip", "blocks", "dropout", "use_score", "num_persons",
-             "depth_net", "inception_blocks", "depth_mode", "depth_input"}
+             "depth_net", "inception_blocks", "depth_mode", "depth_input", "recognizer_input"}
     unknown = set(config) - known
     if unknown:
         raise ValueError(f"unknown model settings: {sorted(unknown)}")

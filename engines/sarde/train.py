@@ -66,7 +66,7 @@ _SECTION_KEYS = {
     "window": {"num_frames", "num_persons", "fps", "mask_joints"},
     "pretrain_depth": {"epochs", "batch_frames", "lr"},
     "train": {"epochs", "batch_size", "lr", "weight_decay", "warmup", "alpha", "lambda", "depth_lr_scale", "crop",
-              "depth_loss"},
+              "depth_loss", "class_balance"},
     "events": {"alerts"},
 }
 
@@ -220,6 +220,7 @@ def fit(model: SardeNet, train_set, recipe: dict, device: str = "cpu", seed: int
                                                 pct_start=float(cfg.get("warmup", 0.15)))
     alpha, lam = float(cfg.get("alpha", 0.97)), float(cfg.get("lambda", 0.5))
     depth_loss = str(cfg.get("depth_loss", "scale_invariant"))
+    class_weights = balanced_class_weights(train_set, model.recognizer.fc.out_features, device) if cfg.get("class_balance") else None
     gen = torch.Generator().manual_seed(seed)
     history, step, first_epoch = [], 0, 0
     resume = Path(checkpoint_dir) / "resume.pt" if checkpoint_dir is not None else None
@@ -259,7 +260,8 @@ def fit(model: SardeNet, train_set, recipe: dict, device: str = "cpu", seed: int
             logits, depth = net(batch["window"].to(device), depth_in)
             if not model.estimates_depth:
                 target = torch.zeros_like(target)
-            loss, parts = multitask_loss(logits, depth, batch["label"].to(device), target, alpha, lam, depth_loss)
+            loss, parts = multitask_loss(logits, depth, batch["label"].to(device), target, alpha, lam, depth_loss,
+                                         class_weights)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -281,6 +283,21 @@ def fit(model: SardeNet, train_set, recipe: dict, device: str = "cpu", seed: int
                         "step": step, "epoch": epoch + 1}, tmp)
             tmp.replace(resume)
     return {"history": history, "steps": step, "resumed_epoch": first_epoch}
+
+
+def balanced_class_weights(train_set, num_classes: int, device: str = "cpu") -> torch.Tensor:
+    """``(K,)`` weights ``sqrt(n_max / n_k)`` from the labelled items of one epoch of ``train_set``
+    (square-root inverse frequency: minority classes count more without one clip set dominating).
+    Classes without items get weight 1."""
+    counts = np.zeros(num_classes)
+    for ds in getattr(train_set, "datasets", [train_set]):
+        for seq in ds.sequences:
+            k = ds.label_index(seq)
+            if k >= 0:
+                counts[k] += 1
+    weights = np.where(counts > 0, np.sqrt(counts.max() / np.maximum(counts, 1)), 1.0)
+    log.info("class weights (sqrt inverse frequency): %s", np.round(weights, 2).tolist())
+    return torch.tensor(weights, dtype=torch.float32, device=device)
 
 
 def plot_curves(history: list[dict], path: Path, title: str = "") -> Path | None:
