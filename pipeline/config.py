@@ -97,6 +97,7 @@ class EventsConfig(_Strict):
     smoothing: float = Field(0.5, gt=0, le=1, description="EMA weight of the newest window's scores (1 = no smoothing).")
     min_windows: int = Field(1, ge=1, le=100, description="Windows above threshold needed before an action starts.")
     ignore_labels: list[str] = Field(["other"], description="Labels that never raise events; the model's background class (manifest `background`: `normal` or `other`) never does in any case.")
+    pair_labels: list[str] = Field(default_factory=list, description="Interaction labels a window of one tracked person cannot raise (its scores for them count as 0), e.g. fighting, hugging.")
     alert_labels: list[str] | None = Field(None, description="Only these labels raise events (null = every label but the ignored ones and the background).")
     pub_endpoint: str | None = Field("tcp://127.0.0.1:5560", description="ZeroMQ PUB endpoint the stage binds for events; null disables publishing.")
     topic_prefix: str = Field("sarde", min_length=1, max_length=64, description="Topic is '<prefix>.<camera>.<label>'.")

@@ -158,6 +158,9 @@ def silent_labels(cfg: Config, recognizer) -> list[str]:
         if unknown:
             raise StartupError(f"events.alert_labels {unknown} are not labels of the model {labels}; fix events.alert_labels")
         silent |= set(labels) - set(alerts)
+    unknown_pairs = sorted(set(cfg.events.pair_labels) - set(labels))
+    if unknown_pairs:
+        raise StartupError(f"events.pair_labels {unknown_pairs} are not labels of the model {labels}; fix events.pair_labels")
     if not set(labels) - silent:
         raise StartupError(f"no model label can raise an event (labels {labels}, silent {sorted(silent)}); fix events.alert_labels / ignore_labels")
     return sorted(silent & set(labels))
@@ -206,7 +209,8 @@ def build_stage(cfg: Config, ctx: zmq.Context, stack: ExitStack, expected_files:
     )
     logic = None if recognizer is None else EventLogic(
         recognizer.labels, threshold=ev.threshold, end_threshold=ev.end_threshold, smoothing=ev.smoothing,
-        min_windows=ev.min_windows, ignore_labels=tuple(silent_labels(cfg, recognizer)), model_id=recognizer.model_id)
+        min_windows=ev.min_windows, ignore_labels=tuple(silent_labels(cfg, recognizer)), model_id=recognizer.model_id,
+        pair_labels=tuple(ev.pair_labels))
     recorder = None
     if cfg.record_poses is not None:
         from pipeline.recorder import PoseRecorder

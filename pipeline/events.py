@@ -200,6 +200,9 @@ class EventLogic:
         smoothing: EMA weight of the newest window (0..1]; 1 = no smoothing.
         min_windows: consecutive windows over ``threshold`` needed to start.
         ignore_labels: labels that never raise events (e.g. the negative class).
+        pair_labels: interaction labels a single-person window cannot have: their scores are zeroed
+            (before smoothing) for windows of fewer than two tracks. A hug, a handshake or a fight
+            needs two people in view; without the rule a lone walker's window can raise `hugging`.
         model_id: stamped on every event.
         clock: source of ``emitted_ts`` (Unix seconds).
 
@@ -209,7 +212,7 @@ class EventLogic:
 
     def __init__(self, labels: Sequence[str], threshold: float = 0.6, end_threshold: float = 0.4,
                  smoothing: float = 0.5, min_windows: int = 1, ignore_labels: Iterable[str] = ("other",),
-                 *, model_id: str = "", clock: Callable[[], float] = time.time):
+                 *, model_id: str = "", clock: Callable[[], float] = time.time, pair_labels: Iterable[str] = ()):
         self.labels = [str(label) for label in labels]
         if not self.labels:
             raise ValueError("labels must not be empty")
@@ -221,6 +224,8 @@ class EventLogic:
             raise ValueError(f"min_windows must be >= 1, got {min_windows}")
         ignored = set(ignore_labels)
         self._allowed = np.array([label not in ignored for label in self.labels])  # (K,)
+        pairs = set(pair_labels)
+        self._pair = np.array([label in pairs for label in self.labels])  # (K,)
         if not self._allowed.any():
             raise ValueError("every label is ignored")
         self.threshold = float(threshold)
@@ -259,6 +264,8 @@ class EventLogic:
         if not np.isfinite(s).all():
             raise ValueError("scores must be finite")
         s = np.clip(s, 0.0, 1.0)
+        if len(tuple(window.track_ids)) < 2 and self._pair.any():
+            s = np.where(self._pair, 0.0, s)
         key = _key(window.track_ids)
         span = EventWindow(start_ts=float(window.start_ts), end_ts=float(window.end_ts),
                            start_frame=int(window.start_frame), end_frame=int(window.end_frame))

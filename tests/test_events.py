@@ -197,3 +197,18 @@ def test_nan_score_rejected_and_constructor_validates():
         ActionEvent.from_json(text)
     with pytest.raises(EventSchemaError):
         sample_event(phase="begin")
+
+
+def test_pair_labels_need_two_tracks():
+    from types import SimpleNamespace
+
+    from pipeline.events import EventLogic
+
+    logic = EventLogic(["fighting", "falling", "normal"], threshold=0.6, ignore_labels=["normal"],
+                       pair_labels=["fighting"])
+    one = SimpleNamespace(camera="c", track_ids=(4,), start_ts=0.0, end_ts=1.0, start_frame=0, end_frame=10)
+    two = SimpleNamespace(camera="c", track_ids=(4, 9), start_ts=0.0, end_ts=1.0, start_frame=0, end_frame=10)
+    assert logic.update(one, np.array([0.9, 0.05, 0.05])) == []  # one person cannot fight
+    assert [e.label for e in logic.update(one, np.array([0.1, 0.85, 0.05]))] == []  # EMA of falling still < 0.6
+    assert [e.label for e in logic.update(one, np.array([0.1, 0.9, 0.0]))] == ["falling"]  # single-person label
+    assert [(e.phase, e.label) for e in logic.update(two, np.array([0.9, 0.05, 0.05]))] == [("start", "fighting")]
