@@ -88,22 +88,39 @@ def ensure_recordings(cfg: Config, clips: list[Clip], progress: bool = True) -> 
     return bases
 
 
+def clips_run_config(cfg: Config, clips: list[Clip], tmp: Path, model: str, journal: Path | None):
+    """A copy of ``cfg`` that runs ``clips`` as cameras ``c0, c1, ...`` of one offline daemon run.
+
+    Lossless file readers, no event publishing, stdout or metrics; frames over an ``ipc://`` socket
+    in ``tmp``; every frame and window recorded to ``tmp/rec.jsonl`` (+ ``rec.windows.jsonl``).
+
+    Args:
+        model: ``recognizer.model`` (``"none"`` = record-only, or a manifest path).
+        journal: the event journal file, or None.
+
+    Returns:
+        ``(config, {camera name: clip})``.
+    """
+    names = {f"c{i}": c for i, c in enumerate(clips)}
+    run = cfg.model_copy(deep=True)
+    run.sources = [SourceConfig(name=n, url=str(c.path)) for n, c in names.items()]
+    run.recognizer.model = model
+    run.record_poses = tmp / "rec.jsonl"
+    run.events.journal = journal
+    run.events.pub_endpoint = None
+    run.events.stdout = False
+    run.metrics.enabled = False
+    run.transport.frames_endpoint = f"ipc://{tmp}/frames.sock"
+    run.transport.frames_bind = None
+    return run, names
+
+
 def _record_batch(cfg: Config, clips: list[Clip], bases: dict[str, Path]) -> None:
     from pipeline.daemon import run_all
 
     tmp = Path(tempfile.mkdtemp(prefix="sarde-rec-"))
     try:
-        names = {f"c{i}": c for i, c in enumerate(clips)}
-        rec = cfg.model_copy(deep=True)
-        rec.sources = [SourceConfig(name=n, url=str(c.path)) for n, c in names.items()]
-        rec.recognizer.model = "none"
-        rec.record_poses = tmp / "rec.jsonl"
-        rec.events.pub_endpoint = None
-        rec.events.journal = None
-        rec.events.stdout = False
-        rec.metrics.enabled = False
-        rec.transport.frames_endpoint = f"ipc://{tmp}/frames.sock"
-        rec.transport.frames_bind = None
+        rec, names = clips_run_config(cfg, clips, tmp, model="none", journal=None)
         run_all(rec, progress=False)
         poses: dict[str, list[str]] = {n: [] for n in names}
         windows: dict[str, list[str]] = {n: [] for n in names}

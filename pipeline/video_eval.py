@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.clips import Clip, load_clip_list
-from pipeline.config import Config, SourceConfig
+from pipeline.config import Config
+from pipeline.recordings import clips_run_config
 
 log = logging.getLogger(__name__)
 
@@ -75,17 +76,8 @@ def run_clips(cfg: Config, clips: list[Clip], manifest: Path) -> dict[str, dict]
         batch = clips[i:i + BATCH_CLIPS]
         tmp = Path(tempfile.mkdtemp(prefix="sarde-veval-"))
         try:
-            names = {f"c{j}": c for j, c in enumerate(batch)}
-            run = cfg.model_copy(deep=True)
-            run.sources = [SourceConfig(name=n, url=str(c.path)) for n, c in names.items()]
-            run.recognizer.model = str(manifest)
-            run.record_poses = tmp / "poses.jsonl"  # the clip-time origin of each camera
-            run.events.journal = tmp / "events.db"
-            run.events.pub_endpoint = None
-            run.events.stdout = False
-            run.metrics.enabled = False
-            run.transport.frames_endpoint = f"ipc://{tmp}/frames.sock"
-            run.transport.frames_bind = None
+            # the recorded frames give each camera's clip-time origin and its window count
+            run, names = clips_run_config(cfg, batch, tmp, model=str(manifest), journal=tmp / "events.db")
             run_all(run, progress=False)
             t0: dict[str, float] = {}
             frames: dict[str, int] = {n: 0 for n in names}
@@ -95,7 +87,7 @@ def run_clips(cfg: Config, clips: list[Clip], manifest: Path) -> dict[str, dict]
                     rec = json.loads(line)
                     t0.setdefault(rec["camera"], float(rec["ts"]))
                     frames[rec["camera"]] = frames.get(rec["camera"], 0) + 1
-            wpath = run.record_poses.with_name("poses.windows.jsonl")
+            wpath = run.record_poses.with_name("rec.windows.jsonl")
             if wpath.is_file():
                 for line in wpath.read_text(encoding="utf-8").splitlines():
                     cam = json.loads(line)["camera"]
@@ -191,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = load_cli_config(args.config)
     full = args.model or default_model(cfg)
-    labels = Recognizer(full, providers=["cpu"]).labels
+    recognizer = Recognizer(full, providers=["cpu"])
+    labels = recognizer.labels
     report: dict = {"config": str(args.config or "default"), "lists": {}}
     for i, clip_path in enumerate(args.clips):
         clips = load_clip_list(clip_path, cfg.paths.data_dir)
@@ -218,8 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                                      "windows": results[c.clip_id]["windows"],
                                      "first_start_s": results[c.clip_id]["first_start_s"]} for c in clips}
         report["lists"][clip_path.stem] = part
-    manifest_labels = Recognizer(full, providers=["cpu"])
-    report["silent_labels"] = silent_labels(cfg, manifest_labels)
+    report["silent_labels"] = silent_labels(cfg, recognizer)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(report, indent=2, sort_keys=True))
     md = render_markdown(report)
