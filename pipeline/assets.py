@@ -88,11 +88,26 @@ def recognizer_manifest(cfg: Config, progress: bool = True) -> Path:
     return default_model(cfg, progress=progress)
 
 
+def recording_config(cfg: Config) -> Config:
+    """The config the default model's training clips are recorded with: the package's default
+    detector, decoder, tracking and window settings, with ``cfg``'s paths. A deployment that changes
+    its own ``stride`` or thresholds therefore reuses the same default model instead of re-recording
+    and retraining it; a model for other settings is trained with ``sarde train``.
+
+    Raises:
+        ConfigError: the package's default config is invalid.
+    """
+    from pipeline.config import DEFAULT_CONFIG_PATH, load_config
+
+    return load_config(DEFAULT_CONFIG_PATH, {"paths": cfg.paths.model_dump(mode="json")})
+
+
 def default_model(cfg: Config, progress: bool = True, exclude_groups: dict[str, list[str]] | None = None,
                   recipe_path: Path | None = None) -> Path:
     """Manifest of the default recogniser (``configs/models/sarde-default.yaml``), built on first use:
-    the daemon records the recipe's training clips (``pipeline.recordings``), then the training
-    layer's one entry point (``engines.sarde.zoo.ensure_model``) trains and exports it.
+    the daemon records the recipe's training clips (``pipeline.recordings``, with
+    :func:`recording_config`), then the training layer's one entry point
+    (``engines.sarde.zoo.ensure_model``) trains and exports it.
 
     Args:
         exclude_groups: CV groups left out per recordings dataset (``sarde eval video --folds``).
@@ -110,7 +125,7 @@ def default_model(cfg: Config, progress: bool = True, exclude_groups: dict[str, 
     from pipeline.recordings import resolve_recipe
 
     try:
-        recipe = resolve_recipe(cfg, load_recipe_file(recipe_path), progress, exclude_groups)
+        recipe = resolve_recipe(recording_config(cfg), load_recipe_file(recipe_path), progress, exclude_groups)
         return ensure_model(recipe, cfg.paths.artifact_dir, cfg.paths.data_dir, progress=progress)
     except (FileNotFoundError, RecipeError, ValueError) as exc:
         raise StartupError(f"cannot build the default recogniser: {exc}") from exc

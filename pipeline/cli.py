@@ -15,11 +15,11 @@ import re
 import sys
 from pathlib import Path
 
-from pipeline.config import Config, ConfigError, SourceConfig, load_config
+from pipeline.config import DEFAULT_CONFIG_PATH, Config, ConfigError, SourceConfig, load_config
 
 log = logging.getLogger("sarde")
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+DEFAULT_CONFIG = DEFAULT_CONFIG_PATH
 
 
 def _camera_name(url: str, taken: set[str]) -> str:

@@ -17,6 +17,10 @@ Provider = Literal["tensorrt", "cuda", "cpu"]
 CAMERA_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
+#: The package's default config (``sarde run`` without ``--config``).
+DEFAULT_CONFIG_PATH: Path = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+
+
 class ConfigError(ValueError):
     """The configuration cannot be used; the message says what to fix, in one line."""
 

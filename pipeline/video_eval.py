@@ -166,6 +166,17 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _write_partial(out: Path, name: str, done: int, folds: list, fold_scores: list, held: list[Clip],
+                   res: dict) -> None:
+    """After each fold: ``<out>/<list>.fold<k>.json`` (the fold's groups, scores and per-clip alerts),
+    so a long cross-validation leaves its finished folds behind if it is stopped."""
+    out.mkdir(parents=True, exist_ok=True)
+    data = {"fold": done, "of": len(folds), "groups": folds[done - 1], "score": fold_scores[-1],
+            "clips": {c.clip_id: {"expected": c.alerts, "alerts": res[c.clip_id]["alerts"],
+                                  "windows": res[c.clip_id]["windows"]} for c in held}}
+    (out / f"{name}.fold{done}.json").write_text(json.dumps(data, indent=2, sort_keys=True))
+
+
 def main(argv: list[str] | None = None) -> int:
     """``sarde eval video --clips LIST [--clips LIST ...] [--folds K] [--model MANIFEST] [--out DIR]``."""
     from engines.recognizer import Recognizer
@@ -199,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                 res = run_clips(cfg, held, manifest)
                 results.update(res)
                 fold_scores.append(score(held, res, labels))
+                _write_partial(args.out, clip_path.stem, k + 1, folds, fold_scores, held, res)
             part.update(model="default recipe, trained per fold without the held-out groups",
                         protocol=f"{args.folds}-fold cross-validation grouped by source", folds=fold_scores,
                         fold_groups=folds)
