@@ -172,3 +172,28 @@ def test_masked_joints_do_not_change_scores(default_model):
     zeroed = x.copy()
     zeroed[:, :, :, 14:18] = 0
     np.testing.assert_allclose(rec.classify(x)[0], rec.classify(zeroed)[0], atol=1e-6)
+
+
+def test_video_scores_hand_checked():
+    """Recall, false alarms, precision and time to alert of `sarde eval video` on hand-made outcomes."""
+    from pipeline.clips import Clip, Segment
+    from pipeline.video_eval import score
+
+    def clip(cid, alerts, segments=()):
+        return Clip(clip_id=cid, path=Path("/x.mp4"), alerts=alerts, label=None, segments=list(segments), group="g")
+
+    clips = [clip("f1", ["fighting"]), clip("f2", ["fighting"]), clip("f3", ["fighting"]),
+             clip("fall", ["falling"], [Segment(label="falling", start=1.0, end=3.0)]),
+             clip("q1", []), clip("q2", []), clip("q3", []), clip("q4", [])]
+    res = {c.clip_id: {"alerts": [], "first_start_s": {}} for c in clips}
+    res["f1"] = {"alerts": ["fighting"], "first_start_s": {"fighting": 2.0}}
+    res["f2"] = {"alerts": ["fighting"], "first_start_s": {"fighting": 4.0}}
+    res["fall"] = {"alerts": ["falling"], "first_start_s": {"falling": 2.5}}
+    res["q1"] = {"alerts": ["fighting"], "first_start_s": {"fighting": 1.0}}
+    s = score(clips, res, ["fighting", "falling", "hugging"])
+    f = s["per_label"]["fighting"]
+    assert (f["clips_expected"], f["recall"], f["false_alarm_clips"], f["false_alarm_rate"]) == (3, 2 / 3, 1, 0.25)
+    assert f["precision"] == 2 / 3 and f["time_to_alert_s_median"] == 3.0
+    assert s["per_label"]["falling"]["time_to_alert_s_median"] == 1.5  # from the segment start, not the clip start
+    assert "hugging" not in s["per_label"] and s["quiet_with_any_alert"] == 1
+    assert s["clip_accuracy"] == 6 / 8  # f3 missed, q1 false alarm
