@@ -122,3 +122,11 @@ def load_clip_list(path: str | Path, data_dir: str | Path) -> list[Clip]:
 def _resolve(rel: str, data_dir: Path) -> Path:
     p = Path(rel).expanduser()
     return p if p.is_absolute() else data_dir / p
+
+
+def write_results(out: Path, data: dict, markdown: str) -> None:
+    """``out/results.json`` (sorted keys) and ``out/results.md`` of an evaluation command; prints the markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(data, indent=2, sort_keys=True))
+    (out / "results.md").write_text(markdown)
+    print(markdown)

@@ -209,6 +209,7 @@ def render_markdown(results: dict[str, dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """``sarde eval detector [--config C] [--candidates A,B] [--every K] [--out DIR]``."""
     from pipeline.cli import load_cli_config
+    from pipeline.clips import write_results
 
     parser = argparse.ArgumentParser(prog="sarde eval detector", description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, help="YAML config (paths, decoder thresholds)")
@@ -224,9 +225,5 @@ def main(argv: list[str] | None = None) -> int:
         det = _load_detector(cfg, cand)
         results[cand] = evaluate_candidate(det, cfg.paths.data_dir, cfg.recognizer.fps, args.every)
         log.info("%s: %s", cand, json.dumps(results[cand]))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True))
-    table = render_markdown(results)
-    (args.out / "results.md").write_text(table)
-    print(table)
+    write_results(args.out, results, render_markdown(results))
     return 0

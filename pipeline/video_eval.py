@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.clips import Clip, load_clip_list
+from pipeline.clips import Clip, load_clip_list, write_results
 from pipeline.config import Config
 from pipeline.recordings import clips_run_config
 
@@ -224,9 +224,5 @@ def main(argv: list[str] | None = None) -> int:
                                      "first_start_s": results[c.clip_id]["first_start_s"]} for c in clips}
         report["lists"][clip_path.stem] = part
     report["silent_labels"] = silent_labels(cfg, recognizer)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(report, indent=2, sort_keys=True))
-    md = render_markdown(report)
-    (args.out / "results.md").write_text(md)
-    print(md)
+    write_results(args.out, report, render_markdown(report))
     return 0
