@@ -4,7 +4,7 @@
 file through :class:`engines.runtime.OnnxModel` (provider fallback), checks the graph against the
 manifest, runs batches of letterboxed frames and decodes persons with :class:`engines.pose.PoseDecoder`.
 Frames must already be at the detector input size in the manifest's channel order (BGR, as OpenCV
-decodes them); resizing/letterboxing is the reader's job (``pipeline.letterbox``).
+decodes them); resizing/letterboxing is the reader's job (``engines.letterbox``).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import numpy as np
 
 from engines.pose import NUM_OUTPUT_CHANNELS, PoseDecoder
 from engines.runtime import ModelLoadError, OnnxModel
-from export.manifest import ManifestError, read_manifest, sha256_file
+from engines.manifest import ManifestError, read_manifest, sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ heatmaps in COCO-18 order (``engines.layouts``), 18 background, ``[19, 57)`` 19 
 in the channel order of :data:`COCO18_LIMBS`.
 
 Coordinate frame of every result: **detector-input pixels**, pixel centres on integers (OpenCV's
-convention, as in ``pipeline.letterbox``), x right, y down. Output cell ``(row, col)`` of a stride-``s``
+convention, as in ``engines.letterbox``), x right, y down. Output cell ``(row, col)`` of a stride-``s``
 map covers input pixels ``[s col, s col + s)``; its centre is ``x = (col + 0.5) s - 0.5``. With
 ``upsample = u`` the heatmaps are cubic-resized by ``u`` (``cv2.resize``, centre-aligned) first, and
 a peak at upsampled column ``c`` maps to ``x = (c + 0.5) s / u - 0.5`` (same for ``y``).

@@ -1,6 +1,6 @@
 """Native TensorRT runner behind the :mod:`engines.runtime` interface (backend ``tensorrt``).
 
-:class:`TrtModel` builds or reuses a cached engine (:func:`export.tensorrt.build_engine`), allocates
+:class:`TrtModel` builds or reuses a cached engine (:func:`engines.trt_build.build_engine`), allocates
 device buffers once for the profile's largest shapes (torch CUDA tensors; pinned host buffers for
 copies), binds them with ``set_tensor_address`` and runs ``execute_async_v3`` on its own CUDA
 stream: host->device copy, inference and device->host copy are queued asynchronously and
@@ -34,13 +34,13 @@ class TrtModel:
         engine_path: use this serialized engine instead of building one.
 
     Raises:
-        export.tensorrt.TensorRTUnavailable: tensorrt, torch with CUDA, or a GPU missing.
+        engines.trt_build.TensorRTUnavailable: tensorrt, torch with CUDA, or a GPU missing.
         RuntimeError: the engine cannot be built or deserialised.
     """
 
     def __init__(self, path: str | Path, trt_cache_dir: str | Path | None = None, fp16: bool = True,
                  profile: Mapping | None = None, engine_path: str | Path | None = None):
-        from export.tensorrt import build_engine, import_tensorrt
+        from engines.trt_build import build_engine, import_tensorrt
 
         trt = import_tensorrt()
         import torch

@@ -3,7 +3,7 @@
 ``export_detector`` converts with tf2onnx's Python API, folding the weight quantisation into float
 constants, makes the batch axis dynamic when that is proven safe, checks parity against the TFLite
 interpreter on real letterboxed frames, and writes ``<name>.onnx`` + ``<name>.json`` (the manifest,
-``export.manifest``) into the output folder. TensorFlow and tf2onnx are imported inside the function
+``engines.manifest``) into the output folder. TensorFlow and tf2onnx are imported inside the function
 only (the ``export`` extra); the daemon needs neither once the ONNX file exists.
 
 Model facts (checked here at conversion time, not assumed): input ``image`` float32
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.manifest import atomic_write_bytes, sha256_file, write_manifest
+from engines.manifest import atomic_write_bytes, sha256_file, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def default_parity_frames(size: tuple[int, int], data_dir: str | Path | None = N
     """
     import cv2
 
-    from pipeline.letterbox import letterbox
+    from engines.letterbox import letterbox
 
     root = Path(data_dir) if data_dir is not None else _default_data_dir()
     frames: list[np.ndarray] = []
@@ -175,7 +175,7 @@ def export_detector(weights_path: str | Path, out_dir: str | Path, name: str | N
             fixed input when given.
 
     Returns:
-        Path of the manifest JSON (fields: see ``docs`` of :mod:`export.manifest` and the code below).
+        Path of the manifest JSON (fields: see ``docs`` of :mod:`engines.manifest` and the code below).
 
     Raises:
         FileNotFoundError: if ``weights_path`` does not exist.

@@ -508,7 +508,7 @@ def optimize_sarde(manifest_path: str | Path, fp16: bool = False, out_dir: str |
 
     import onnx
 
-    from export.manifest import atomic_write_bytes, read_manifest, sha256_file, write_manifest
+    from engines.manifest import atomic_write_bytes, read_manifest, sha256_file, write_manifest
 
     manifest_path = Path(manifest_path)
     base = read_manifest(manifest_path, required=("onnx", "T", "V", "M"))

@@ -2,7 +2,7 @@
 
 Input ``skeleton`` ``(N, 3, T, V, M)`` float32 (dynamic N; channels x, y, score from
 ``engines.skeleton``); outputs ``scores`` ``(N, K)`` softmax probabilities and ``depth``
-``(N, T, V, M)`` metres. The manifest (``export.manifest``) records labels, shapes, layout,
+``(N, T, V, M)`` metres. The manifest (``engines.manifest``) records labels, shapes, layout,
 normalisation, fps, held-out accuracy, hashes and the ONNX-vs-torch parity on real windows.
 torch is imported here only; the daemon reads the manifest and the ONNX file without torch.
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.manifest import atomic_write_bytes, sha256_file, write_manifest
+from engines.manifest import atomic_write_bytes, sha256_file, write_manifest
 from engines.skeleton import WINDOW_CHANNELS
 
 log = logging.getLogger(__name__)

@@ -1,12 +1,11 @@
-"""Model artifacts the daemon needs, created on first use and cached under ``paths.artifact_dir``.
+"""Model artifacts the daemon loads, resolved to manifest paths before it starts.
 
 * Detector: the OpenPose-style weights in ``paths.pose_model_dir`` converted once to ONNX
-  (``export.detector``); re-converted when the weights' sha256 changes.
-* Recogniser: ``recognizer.model: default`` trains and exports the default SARDE model from the
-  recipe in ``configs/models/`` (``engines.sarde.zoo``); otherwise a manifest path.
-
-Conversion needs the ``export`` extra (tensorflow, tf2onnx) and training the ``train`` extra (torch);
-both are imported only here and only when an artifact is missing.
+  (``export.detector``) and cached under ``paths.artifact_dir``; re-converted when the weights' sha256
+  changes. Conversion needs the ``export`` extra (tensorflow, tf2onnx), imported only when needed.
+* Recogniser: a manifest path. ``recognizer.model: default`` is resolved to one *before* the daemon
+  starts by :func:`pipeline.default_model.resolve_models` (it may train the default model, and
+  training records clips with the daemon itself, so the daemon never builds it).
 """
 from __future__ import annotations
 
@@ -49,7 +48,7 @@ def ensure_detector(cfg: Config, weights_name: str, input_size: tuple[int, int] 
         raise StartupError(f"detector weights not found: {weights}; set paths.pose_model_dir / detector.weights to an existing .tflite or .pb file")
     if weights.suffix == ".pb" and input_size is None:
         raise StartupError(f"detector {weights.name} takes any input size: set detector.input_size, e.g. [432, 368]")
-    from export.manifest import sha256_file
+    from engines.manifest import sha256_file
 
     out_dir = cfg.paths.artifact_dir / "detector"
     digest = sha256_file(weights)
@@ -74,58 +73,17 @@ def ensure_detector(cfg: Config, weights_name: str, input_size: tuple[int, int] 
         raise StartupError(f"detector conversion failed: {exc}") from exc
 
 
-def recognizer_manifest(cfg: Config, progress: bool = True) -> Path:
-    """Path of the fused-graph manifest; trains + exports the default model on first use.
+def recognizer_manifest(cfg: Config) -> Path:
+    """Path of the fused-graph manifest named by ``recognizer.model``.
 
     Raises:
-        StartupError: a configured manifest is missing, or training is needed without torch.
+        StartupError: the manifest is missing, or ``recognizer.model`` is still ``default`` (resolve it
+            with :func:`pipeline.default_model.resolve_models` first).
     """
-    if cfg.recognizer.model != "default":
-        path = Path(cfg.recognizer.model)
-        if not path.is_file():
-            raise StartupError(f"recogniser manifest not found: {path}; set recognizer.model to a manifest written by `sarde export recognizer` or to 'default'")
-        return path
-    return default_model(cfg, progress=progress)
-
-
-def recording_config(cfg: Config) -> Config:
-    """The config the default model's training clips are recorded with: the package's default
-    detector, decoder, tracking and window settings, with ``cfg``'s paths. A deployment that changes
-    its own ``stride`` or thresholds therefore reuses the same default model instead of re-recording
-    and retraining it; a model for other settings is trained with ``sarde train``.
-
-    Raises:
-        ConfigError: the package's default config is invalid.
-    """
-    from pipeline.config import DEFAULT_CONFIG_PATH, load_config
-
-    return load_config(DEFAULT_CONFIG_PATH, {"paths": cfg.paths.model_dump(mode="json")})
-
-
-def default_model(cfg: Config, progress: bool = True, exclude_groups: dict[str, list[str]] | None = None,
-                  recipe_path: Path | None = None) -> Path:
-    """Manifest of the default recogniser (``configs/models/sarde-default.yaml``), built on first use:
-    the daemon records the recipe's training clips (``pipeline.recordings``, with
-    :func:`recording_config`), then the training layer's one entry point
-    (``engines.sarde.zoo.ensure_model``) trains and exports it.
-
-    Args:
-        exclude_groups: CV groups left out per recordings dataset (``sarde eval video --folds``).
-        recipe_path: another recipe in the same format.
-
-    Raises:
-        StartupError: torch missing, training data missing, or an invalid recipe.
-    """
-    try:
-        from engines.sarde.datasets import RecipeError
-        from engines.sarde.zoo import ensure_model, load_recipe_file
-    except ImportError as exc:
-        raise StartupError(f"the default recogniser is trained on first use and needs the train extra ({exc.name} missing): "
-                           "pip install -e '.[train,export]'") from exc
-    from pipeline.recordings import resolve_recipe
-
-    try:
-        recipe = resolve_recipe(recording_config(cfg), load_recipe_file(recipe_path), progress, exclude_groups)
-        return ensure_model(recipe, cfg.paths.artifact_dir, cfg.paths.data_dir, progress=progress)
-    except (FileNotFoundError, RecipeError, ValueError) as exc:
-        raise StartupError(f"cannot build the default recogniser: {exc}") from exc
+    if cfg.recognizer.model == "default":
+        raise StartupError("recognizer.model 'default' was not resolved to a manifest before start-up; "
+                           "start the daemon through `sarde run` / pipeline.default_model.resolve_models")
+    path = Path(cfg.recognizer.model)
+    if not path.is_file():
+        raise StartupError(f"recogniser manifest not found: {path}; set recognizer.model to a manifest written by `sarde export recognizer` or to 'default'")
+    return path

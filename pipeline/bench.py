@@ -40,7 +40,7 @@ def _median_rate(fn, items: int, repeats: int, warmup: int = 1) -> dict:
 
 
 def _frames(cfg: Config, size: tuple[int, int], n: int) -> np.ndarray:
-    from pipeline.letterbox import letterbox
+    from engines.letterbox import letterbox
 
     cap = cv2.VideoCapture(str(cfg.paths.data_dir / BENCH_CLIPS[0]))
     out = []
@@ -385,12 +385,11 @@ def run_bench(cfg: Config, repeats: int = 5, cameras: tuple[int, ...] = (1,), fr
     ``ratio_to_detector_only`` = end-to-end frames/s over detector-only frames/s at the batch size
     the stage formed, i.e. 1 - daemon overhead).
     """
+    from pipeline.assets import recognizer_manifest
     from pipeline.daemon import load_models
 
-    from pipeline.assets import recognizer_manifest
-
     detector, recognizer = load_models(cfg, progress=True)
-    rec_manifest = recognizer_manifest(cfg, progress=False)
+    rec_manifest = recognizer_manifest(cfg)
     result = {"machine": machine_info(), "settings": {"repeats": repeats, "cameras": list(cameras),
                                                       "frames_per_camera": frames_per_camera, "batches": list(batches)},
               "detector": bench_detector(cfg, detector, repeats),

@@ -15,12 +15,9 @@ import re
 import sys
 from pathlib import Path
 
-from pipeline.config import DEFAULT_CONFIG_PATH, Config, ConfigError, SourceConfig, load_config
+from pipeline.config import DEFAULT_CONFIG_PATH, Config, ConfigError, SourceConfig, load_config_or_default
 
 log = logging.getLogger("sarde")
-
-DEFAULT_CONFIG = DEFAULT_CONFIG_PATH
-
 
 def _camera_name(url: str, taken: set[str]) -> str:
     stem = Path(url.split("?")[0].rstrip("/")).stem or "cam"
@@ -34,9 +31,6 @@ def _camera_name(url: str, taken: set[str]) -> str:
 
 
 def _load(args) -> Config:
-    path = args.config
-    if path is None and DEFAULT_CONFIG.is_file():
-        path = DEFAULT_CONFIG
     overrides: dict = {}
     if getattr(args, "metrics_port", None) is not None:
         overrides.setdefault("metrics", {})["port"] = args.metrics_port
@@ -44,7 +38,7 @@ def _load(args) -> Config:
         overrides.setdefault("transport", {})["frames_endpoint"] = args.endpoint
     if getattr(args, "bind", None):
         overrides.setdefault("transport", {})["frames_bind"] = args.bind
-    cfg = load_config(path, overrides)
+    cfg = load_config_or_default(args.config, overrides)
     sources = getattr(args, "source", None)
     if sources:
         taken: set[str] = set()
@@ -55,11 +49,11 @@ def _load(args) -> Config:
     return cfg
 
 
-def load_cli_config(path: Path | None) -> Config:
-    """The config at ``path``, or the package's default config; raises ConfigError."""
-    if path is None and DEFAULT_CONFIG.is_file():
-        path = DEFAULT_CONFIG
-    return load_config(path)
+def _resolved(cfg: Config, args) -> Config:
+    """``cfg`` with ``recognizer.model: default`` resolved to a manifest (built on first use)."""
+    from pipeline.default_model import resolve_models
+
+    return resolve_models(cfg, progress=not getattr(args, "no_progress", False))
 
 
 def _setup_logging(level: str) -> None:
@@ -71,14 +65,14 @@ def cmd_run(args) -> int:
     from pipeline.daemon import run_all
     cfg = _load(args)
     _setup_logging(cfg.log_level)
-    return run_all(cfg, progress=not args.no_progress)
+    return run_all(_resolved(cfg, args), progress=not args.no_progress)
 
 
 def cmd_stage(args) -> int:
     from pipeline.daemon import run_stage
     cfg = _load(args)
     _setup_logging(cfg.log_level)
-    return run_stage(cfg, progress=not args.no_progress)
+    return run_stage(_resolved(cfg, args), progress=not args.no_progress)
 
 
 def cmd_reader(args) -> int:
@@ -117,7 +111,7 @@ def cmd_events(args) -> int:
 def cmd_export(args) -> int:
     cfg = _load(args)
     _setup_logging(cfg.log_level)
-    from pipeline.assets import detector_manifest, recognizer_manifest
+    from pipeline.assets import detector_manifest
     if args.what in ("detector", "all"):
         print(detector_manifest(cfg))
     if args.what in ("recognizer", "all"):
@@ -125,15 +119,15 @@ def cmd_export(args) -> int:
             from export.sarde import export_sarde
             manifest = export_sarde(Path(args.checkpoint), Path(args.out or cfg.paths.artifact_dir / "sarde" / "custom"))
         else:
-            manifest = recognizer_manifest(cfg, progress=not args.no_progress)
+            manifest = Path(_resolved(cfg, args).recognizer.model)
         print(manifest)
         if args.fp16 or args.optimize:
             from export.optimize import optimize_sarde
             for path in optimize_sarde(manifest, fp16=args.fp16):
                 print(path)
         if args.format == "tensorrt":
-            from export.manifest import read_manifest
-            from export.tensorrt import TensorRTUnavailable, build_engine
+            from engines.manifest import read_manifest
+            from engines.trt_build import TensorRTUnavailable, build_engine
             m = read_manifest(manifest, required=("onnx",))
             out = Path(args.out) if args.out and not args.checkpoint else Path(manifest).parent / "trt-cache"
             try:
@@ -150,13 +144,13 @@ def cmd_train(args) -> int:
     _setup_logging(cfg.log_level)
     from engines.sarde.datasets import RecipeError
     from engines.sarde.train import train
-    from engines.sarde.zoo import load_recipe_file
+    from engines.sarde.recipes import load_recipe
     from pipeline.assets import StartupError
     from pipeline.recordings import resolve_recipe
 
     out = Path(args.out or cfg.paths.artifact_dir / "train" / Path(args.recipe).stem)
     try:
-        recipe = resolve_recipe(cfg, load_recipe_file(Path(args.recipe)), not args.no_progress)
+        recipe = resolve_recipe(cfg, load_recipe(Path(args.recipe)), not args.no_progress)
         ckpt = train(recipe, cfg.paths.data_dir, out, device=args.device, seed=args.seed, progress=not args.no_progress)
     except (FileNotFoundError, RecipeError, ValueError) as exc:
         raise StartupError(f"training failed: {exc}") from exc
@@ -177,7 +171,7 @@ def cmd_bench(args) -> int:
     cams = tuple(int(c) for c in args.cameras.split(",") if c.strip())
     batches = tuple(int(b) for b in args.batches.split(",") if b.strip())
     backends = tuple(b.strip() for b in args.backends.split(",") if b.strip()) if args.backends else None
-    return bench_main(cfg, Path(args.out) if args.out else None, args.repeats, cams, args.frames, batches, backends)
+    return bench_main(_resolved(cfg, args), Path(args.out) if args.out else None, args.repeats, cams, args.frames, batches, backends)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp, sources=True):
-        sp.add_argument("--config", type=Path, help=f"YAML config (default: {DEFAULT_CONFIG.name} of the package)")
+        sp.add_argument("--config", type=Path, help=f"YAML config (default: {DEFAULT_CONFIG_PATH.name} of the package)")
         sp.add_argument("--no-progress", action="store_true", help="no progress bars (first-use training / export)")
         if sources:
             sp.add_argument("--source", action="append", metavar="PATH_OR_URL", help="video file, rtsp:// URL or /dev/videoN; repeat for more (replaces the config's sources)")

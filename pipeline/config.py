@@ -201,6 +201,18 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         raise ConfigError(_format_error(source, exc)) from exc
 
 
+def load_config_or_default(path: str | Path | None = None, overrides: dict | None = None) -> Config:
+    """:func:`load_config` of ``path``, or of the package's ``configs/default.yaml`` when ``path`` is
+    ``None`` (what every ``sarde`` command loads without ``--config``).
+
+    Raises:
+        ConfigError: as :func:`load_config`.
+    """
+    if path is None and DEFAULT_CONFIG_PATH.is_file():
+        path = DEFAULT_CONFIG_PATH
+    return load_config(path, overrides)
+
+
 def _merge(base: dict, extra: dict) -> dict:
     out = dict(base)
     for k, v in extra.items():

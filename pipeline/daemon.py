@@ -10,6 +10,7 @@ import multiprocessing as mp
 import signal
 import sys
 import threading
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -21,6 +22,9 @@ from pipeline.events import ActionEvent, EventLogic
 from pipeline.metrics import Health, StageMetrics, serve
 from pipeline.readers import ReaderSettings, reader_main
 from pipeline.stage import Stage, StageSettings
+
+#: seconds a cleanly exited file reader's end of stream may take to arrive before the stage ends the camera.
+EOS_GRACE_S = 10.0
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +79,7 @@ def load_models(cfg: Config, progress: bool = True):
     r = cfg.recognizer
     if r.model == "none":  # record-only: detect, track, build and record windows
         return detector, None
-    recognizer = Recognizer(recognizer_manifest(cfg, progress), providers=r.providers, num_frames=r.num_frames,
+    recognizer = Recognizer(recognizer_manifest(cfg), providers=r.providers, num_frames=r.num_frames,
                             num_persons=r.num_persons, intra_op_threads=r.intra_op_threads, max_batch=r.max_batch,
                             fps=r.fps)
     return detector, recognizer
@@ -248,17 +252,27 @@ def run_all(cfg: Config, progress: bool = True) -> int:
         settings = [reader_settings(cfg, s, stage.input_size) for s in cfg.sources]
         procs = start_readers(settings)
         stack.callback(_stop_processes, procs)
-        ended_dead: set[str] = set()
+        exited: dict[str, float] = {}  # camera -> monotonic time its reader process was seen dead
 
         def check_readers() -> None:
+            """End the camera of a file reader that died without its ``eos`` reaching the stage:
+            at once if it failed (no eos was sent), after EOS_GRACE_S if it exited cleanly (its
+            eos is then still in flight, or was lost)."""
+            now = time.monotonic()
             for s, p in zip(settings, procs):
-                if not p.is_alive() and s.camera not in ended_dead:
-                    ended_dead.add(s.camera)
-                    cam = stage.cameras.get(s.camera)
+                if p.is_alive() or s.kind != "file":
+                    continue
+                cam = stage.cameras.get(s.camera)
+                if s.camera not in exited:
+                    exited[s.camera] = now
                     if p.exitcode != 0:
                         log.error("reader for camera %s exited with code %s", s.camera, p.exitcode)
-                    if s.kind == "file" and (cam is None or not cam.ended) and p.exitcode != 0:
                         stage.end_camera_by_name(s.camera)
+                elif p.exitcode == 0 and (cam is None or not cam.ended) and now - exited[s.camera] > EOS_GRACE_S:
+                    log.warning("camera %s: reader exited cleanly %.0f s ago but its end of stream never arrived; ending it",
+                                s.camera, now - exited[s.camera])
+                    exited[s.camera] = float("inf")
+                    stage.end_camera_by_name(s.camera)
 
         stage.run(stop, idle=check_readers)
         log.info("stage done: %d windows classified, %d events", stage.windows_total, stage.events_total)

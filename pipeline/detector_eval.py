@@ -12,7 +12,7 @@ wrong detector cannot pass (``docs/DETECTOR.md`` has the measured table and the 
 * speed: median milliseconds per frame of the detector network at batch 1 (onnxruntime, this machine).
 
 Frames are decoded, decimated to the model frame rate (15 fps) and letterboxed exactly as the readers
-do (``pipeline.letterbox``), then decoded with the daemon's decoder settings (``detector`` section of
+do (``engines.letterbox``), then decoded with the daemon's decoder settings (``detector`` section of
 the config), so a candidate's figures are what the daemon would see.
 
 Candidates are ``WEIGHTS[@WxH]`` strings relative to ``paths.pose_model_dir``; each is converted once
@@ -129,7 +129,7 @@ def evaluate_candidate(detector, data_dir: Path, fps: float = 15.0, every: int =
         every: keep every ``every``-th decimated frame.
     """
     from engines.datasets.ntu import read_ntu_skeleton
-    from pipeline.letterbox import letterbox, unletterbox
+    from engines.letterbox import letterbox, unletterbox
 
     size = detector.input_size
     times: list[float] = []
@@ -208,7 +208,7 @@ def render_markdown(results: dict[str, dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``sarde eval detector [--config C] [--candidates A,B] [--every K] [--out DIR]``."""
-    from pipeline.cli import load_cli_config
+    from pipeline.config import load_config_or_default
     from pipeline.clips import write_results
 
     parser = argparse.ArgumentParser(prog="sarde eval detector", description=__doc__.splitlines()[0])
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=3, help="keep every K-th frame after decimation to 15 fps")
     parser.add_argument("--out", type=Path, default=Path("runs/detector_eval"), help="folder for results.json / results.md")
     args = parser.parse_args(argv)
-    cfg = load_cli_config(args.config)
+    cfg = load_config_or_default(args.config)
     results = {}
     for cand in [c.strip() for c in args.candidates.split(",") if c.strip()]:
         log.info("evaluating detector %s", cand)

@@ -32,7 +32,7 @@ BATCH_CLIPS = 8
 
 
 def _file_sha(path: Path) -> str:
-    from export.manifest import sha256_file
+    from engines.manifest import sha256_file
 
     return sha256_file(path)
 

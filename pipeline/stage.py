@@ -23,7 +23,7 @@ import zmq
 
 from engines.skeleton import normalize_keypoints
 from pipeline.events import ActionEvent, EventLogic
-from pipeline.letterbox import unletterbox
+from engines.letterbox import unletterbox
 from pipeline.metrics import Health, StageMetrics
 from pipeline.tracking import Tracker
 from pipeline.wire import FrameHeader, WireError, decode
@@ -62,7 +62,6 @@ class CameraState:
     tracker: Tracker
     buffers: TrackBuffers
     scheduler: WindowScheduler
-    frame_size: tuple[int, int] | None = None  # (W, H) original pixels
     last_seq: int = -1
     reader_dropped: int = 0
     reader_reconnects: int = 0
@@ -132,24 +131,34 @@ class Stage:
         self.poller = zmq.Poller()
         self.poller.register(socket, zmq.POLLIN)
         # Cameras to end after the batch in flight (eos, restart, dead reader), in arrival order.
+        # Appended by the engine thread (eos, restart) and by the main thread (dead reader, via
+        # end_camera_by_name), taken by the engine thread: only under _control_lock.
         self._control: list[CameraState] = []
+        self._control_lock = threading.Lock()
         self.windows_total = 0
         self.events_total = 0
 
     # ------------------------------------------------------------------ receive
     def _camera(self, name: str) -> CameraState | None:
+        """The state of camera ``name``, created on its first message; None if it is not configured."""
         cam = self.cameras.get(name)
         if cam is None:
             if self.s.cameras is not None and name not in self.s.cameras:
                 return None
-            cam = CameraState(
-                name=name,
-                tracker=Tracker(max_age=self.s.max_age, max_distance=self.s.max_distance, min_joints=self.s.min_joints),
-                buffers=TrackBuffers(num_frames=self.s.num_frames),
-                scheduler=WindowScheduler(stride=self.s.stride, min_frames=self.s.min_frames,
-                                          num_persons=self.s.num_persons, pair_distance=self.s.pair_distance),
-            )
-            self.cameras[name] = cam
+            with self._control_lock:
+                cam = self.cameras.get(name) or self._new_camera(name)
+        return cam
+
+    def _new_camera(self, name: str) -> CameraState:
+        """Create and register the state of camera ``name`` (caller holds ``_control_lock``)."""
+        cam = CameraState(
+            name=name,
+            tracker=Tracker(max_age=self.s.max_age, max_distance=self.s.max_distance, min_joints=self.s.min_joints),
+            buffers=TrackBuffers(num_frames=self.s.num_frames),
+            scheduler=WindowScheduler(stride=self.s.stride, min_frames=self.s.min_frames,
+                                      num_persons=self.s.num_persons, pair_distance=self.s.pair_distance),
+        )
+        self.cameras[name] = cam
         return cam
 
     def _reject(self, reason: str, detail: str, camera: str | None = None) -> None:
@@ -175,7 +184,10 @@ class Stage:
             return None
         if header.kind == "eos":
             # Frames of this camera may still sit in the batch being collected: end it after them.
-            self._control.append(cam)
+            self._end_after_batch(cam)
+            return None
+        if header.orig_size is None:  # allowed on status messages only: a frame needs it to be normalised
+            self._reject("field", f"camera {cam.name}: frame {header.seq} without orig_size", cam.name)
             return None
         if image is None or tuple(image.shape[1::-1]) != self.input_size:
             shape = None if image is None else image.shape
@@ -184,9 +196,9 @@ class Stage:
         if header.seq == 0 and cam.last_seq >= 0:
             # A reader restarted (process restart, file reopened): close the old tracks, start afresh.
             log.info("camera %s: reader restarted (sequence back to 0)", cam.name)
-            self._control.append(cam)
-            del self.cameras[cam.name]
-            cam = self._camera(header.camera)
+            with self._control_lock:
+                self._control.append(cam)
+                cam = self._new_camera(header.camera)  # replaces the old state
         elif cam.ended:
             self._reject("after_eos", f"camera {cam.name}: frame {header.seq} after its end of stream", cam.name)
             return None
@@ -197,7 +209,6 @@ class Stage:
             log.warning("camera %s delivers %.1f frames/s, below the model's %.1f: actions look %.1fx faster to the recogniser",
                         cam.name, header.source_fps, self.s.fps, self.s.fps / header.source_fps)
         cam.last_seq = header.seq
-        cam.frame_size = (int(header.orig_size[0]), int(header.orig_size[1]))
         self.metrics.frames_received.labels(cam.name).inc()
         self.health.frame(cam.name)
         return header, image, cam
@@ -234,8 +245,15 @@ class Stage:
                     break
         return batch
 
+    def _end_after_batch(self, cam: CameraState) -> None:
+        """Queue ``cam`` to be ended after the batch now being collected (any thread)."""
+        with self._control_lock:
+            self._control.append(cam)
+
     def _take_control(self) -> list[CameraState]:
-        control, self._control = self._control, []
+        """The cameras queued by :meth:`_end_after_batch` since the last call, in order (any thread)."""
+        with self._control_lock:
+            control, self._control = self._control, []
         return control
 
     def _engine(self, batch: list[Item]) -> np.ndarray:
@@ -278,11 +296,12 @@ class Stage:
         cam.frames += 1
         self.metrics.persons_detected.labels(cam.name).inc(len(people))
         update = self.tracker_update(cam, frame_no, people)
-        norm = normalize_keypoints(people, cam.frame_size) if len(people) else people  # (P, 18, 3)
+        frame_size = (int(header.orig_size[0]), int(header.orig_size[1]))  # (W, H) original pixels of this frame
+        norm = normalize_keypoints(people, frame_size) if len(people) else people  # (P, 18, 3)
         for track_id, idx in update.assignments:
             cam.buffers.append(track_id, frame_no, header.capture_ts, norm[idx])
         if self.recorder is not None:
-            self.recorder.write(cam.name, frame_no, header.capture_ts, cam.frame_size, people, update.assignments)
+            self.recorder.write(cam.name, frame_no, header.capture_ts, frame_size, people, update.assignments)
         windows = []
         if update.ended:
             # Classify the ended tracks' last windows before their events are closed.
@@ -358,10 +377,15 @@ class Stage:
         return len(batch)
 
     def end_camera_by_name(self, name: str) -> None:
-        """End a camera whose reader died without an end-of-stream message (after the batch in flight)."""
-        cam = self.cameras.get(name)
-        if cam is not None and not cam.ended:
-            self._control.append(cam)
+        """End a camera whose reader died without an end-of-stream message (after the batch in
+        flight); a camera that never sent a message is created ended, so ``end_when_all_eos`` fires.
+        Called from the main thread; camera states are created on the engine thread, hence the lock."""
+        with self._control_lock:
+            cam = self.cameras.get(name)
+            if cam is None and (self.s.cameras is None or name in self.s.cameras):
+                cam = self._new_camera(name)
+            if cam is not None and not cam.ended:
+                self._control.append(cam)
 
     def run(self, stop, idle: Callable[[], None] | None = None) -> None:
         """Loop until ``stop`` is set or, with ``end_when_all_eos``, every expected camera ended.

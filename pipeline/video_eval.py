@@ -180,8 +180,8 @@ def _write_partial(out: Path, name: str, done: int, folds: list, fold_scores: li
 def main(argv: list[str] | None = None) -> int:
     """``sarde eval video --clips LIST [--clips LIST ...] [--folds K] [--model MANIFEST] [--out DIR]``."""
     from engines.recognizer import Recognizer
-    from pipeline.assets import default_model
-    from pipeline.cli import load_cli_config
+    from pipeline.default_model import default_model
+    from pipeline.config import load_config_or_default
     from pipeline.daemon import silent_labels
 
     parser = argparse.ArgumentParser(prog="sarde eval video", description=__doc__.splitlines()[0])
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, help="recogniser manifest (default: the default model)")
     parser.add_argument("--out", type=Path, default=Path("runs/video_eval"))
     args = parser.parse_args(argv)
-    cfg = load_cli_config(args.config)
+    cfg = load_config_or_default(args.config)
     full = args.model or default_model(cfg)
     recognizer = Recognizer(full, providers=["cpu"])
     labels = recognizer.labels

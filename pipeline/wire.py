@@ -30,7 +30,7 @@ Header fields (JSON object, exactly these keys):
 ``dtype``      ``"uint8"``
 ``orig_size``  ``[W0, H0]`` original frame size in pixels, or ``null`` if not known yet
 ``scale``      letterbox scale (detector-input pixels per original pixel), > 0
-``pad``        ``[pad_x, pad_y]`` letterbox offset, pixels (see :mod:`pipeline.letterbox`)
+``pad``        ``[pad_x, pad_y]`` letterbox offset, pixels (see :mod:`engines.letterbox`)
 ``source_fps`` float frames/s reported by the source, or ``null``
 ``dropped``    cumulative frames the reader dropped (live back-pressure), int >= 0
 ``reconnects`` cumulative source reopen attempts, int >= 0

@@ -37,7 +37,7 @@ def artifact_cache() -> Path:
 
 def _export_is_current(manifest: Path, weights: Path) -> bool:
     """True if ``manifest`` exists, names an existing ONNX file, and both sha256 still match."""
-    from export.manifest import ManifestError, read_manifest, sha256_file
+    from engines.manifest import ManifestError, read_manifest, sha256_file
 
     try:
         data = read_manifest(manifest)
@@ -82,7 +82,7 @@ def default_model(shared_dir: Path, artifact_cache: Path, detector_onnx: Path) -
     """Manifest path of the daemon's default SARDE model, built at most once the way the daemon
     builds it (daemon recordings of the training clips, then training and export)."""
     pytest.importorskip("torch")
-    from pipeline.assets import default_model as build
+    from pipeline.default_model import default_model as build
 
     return build(_default_config(shared_dir, artifact_cache), progress=False)
 

@@ -8,6 +8,7 @@ import pytest
 
 from pipeline.bench import _percentile, bench_backends, format_table, run_bench
 from pipeline.config import load_config
+from pipeline.default_model import resolve_models
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,7 +20,7 @@ def _cfg(shared_dir, artifact_cache, tmp_path):
         "transport": {"frames_endpoint": f"ipc://{tmp_path}/frames.sock"},
         "recognizer": {"stride": 4, "min_frames": 4},  # windows (and so events) within a few frames
     }
-    return load_config(ROOT / "configs" / "default.yaml", overrides)
+    return resolve_models(load_config(ROOT / "configs" / "default.yaml", overrides), progress=False)
 
 
 @pytest.mark.usefixtures("default_model")

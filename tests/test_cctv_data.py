@@ -105,7 +105,7 @@ def test_recipe_unknown_keys_rejected():
     import yaml
 
     from engines.sarde.datasets import RecipeError
-    from engines.sarde.train import check_recipe_keys
+    from engines.sarde.recipes import check_recipe_keys
 
     recipe = yaml.safe_load((REPO_ROOT / "configs/models/sarde-default.yaml").read_text())
     check_recipe_keys(recipe)

@@ -32,7 +32,7 @@ def test_tf_pose_graphdef_exports_with_parity(shared_dir, tmp_path):
     pytest.importorskip("tf2onnx")
     from engines.detector import PoseDetector
     from export.detector import default_parity_frames, export_detector
-    from pipeline.letterbox import letterbox
+    from engines.letterbox import letterbox
 
     pb = shared_dir / "models/pose/tf_pose_mobilenet_v2_small/graph_opt.pb"
     frames = default_parity_frames((320, 240), shared_dir / "data")
@@ -58,7 +58,7 @@ def test_dm10_is_the_default_and_finds_the_ntu_subject(detector_onnx, shared_dir
     from engines.detector import PoseDetector
     from pipeline.config import DetectorConfig
     from pipeline.detector_eval import BODY13, sample_frames
-    from pipeline.letterbox import letterbox, unletterbox
+    from engines.letterbox import letterbox, unletterbox
 
     assert "dm10" in DetectorConfig().weights and "dm10" in str(detector_onnx)
     det = PoseDetector(detector_onnx, providers=["cpu"])

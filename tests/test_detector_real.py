@@ -19,7 +19,7 @@ import pytest
 from engines.datasets.ntu import read_ntu_skeleton
 from engines.detector import ManifestError, ModelLoadError, PoseDetector
 from export.detector import PARITY_TOLERANCE
-from pipeline.letterbox import letterbox, unletterbox
+from engines.letterbox import letterbox, unletterbox
 
 NTU = "S001C001P001R001A001"
 #: COCO-18 joints the Kinect skeleton also has with the same meaning: neck, shoulders, elbows,

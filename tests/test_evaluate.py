@@ -1,5 +1,5 @@
-"""`sarde eval` (engines.sarde.evaluate), the ablation model variants, the inception depth network and
-its ONNX export, resumable training."""
+"""`sarde eval` (engines.sarde.evaluate and its parts: recipes, protocols, metrics), the ablation model
+variants, the inception depth network and its ONNX export, resumable training."""
 from __future__ import annotations
 
 import json
@@ -13,8 +13,11 @@ torch = pytest.importorskip("torch")
 
 from engines.datasets import SkeletonSequence  # noqa: E402
 from engines.sarde.data import WindowDataset  # noqa: E402
-from engines.sarde.evaluate import (build_recipe, classification_metrics, daemon_window, main,  # noqa: E402
-                                    suite_runs)
+from engines.sarde.datasets import RecipeError  # noqa: E402
+from engines.sarde.evaluate import main, suite_runs  # noqa: E402
+from engines.sarde.metrics import classification_metrics, heldout_metrics  # noqa: E402
+from engines.sarde.protocols import daemon_window  # noqa: E402
+from engines.sarde.recipes import EXPERIMENTS, build_recipe  # noqa: E402
 from engines.sarde.losses import mse_depth_loss, multitask_loss  # noqa: E402
 from engines.sarde.models import InceptionDepthGCN, SardeNet, build_model  # noqa: E402
 from engines.skeleton import normalize_keypoints, to_window  # noqa: E402
@@ -51,6 +54,33 @@ def test_recipes_and_suites_resolve():
         build_recipe("msr-as9", "series")
 
 
+@pytest.mark.parametrize("override, key", [
+    ({"epoch": 60}, "epoch"),                          # top level
+    ({"train": {"epoch": 60}}, "epoch"),               # the issue's example: would train the default 30 epochs
+    ({"window": {"mask_joints": [14]}}, "mask_joints"),  # a daemon-model key protocol runs would ignore
+    ({"data": {"repeats": 2}}, "repeats"),
+    ({"quick": {"max_step": 3}}, "max_step"),
+    ({"pretrain_depth": {"epoch": 2}}, "epoch"),
+    ({"model": {"depth_widht": 0.5}}, "depth_widht"),
+    ({"augment": {"mirrror": 0.5}}, "mirrror"),
+])
+def test_experiment_recipe_typos_rejected(tmp_path, override, key):
+    """A typo in any section of a variant is a one-line RecipeError naming the key, not the default."""
+    import shutil
+
+    import yaml
+
+    for f in EXPERIMENTS.glob("*.yaml"):
+        shutil.copy(f, tmp_path / f.name)
+    variants = yaml.safe_load((tmp_path / "variants.yaml").read_text())
+    variants["typo"] = override
+    (tmp_path / "variants.yaml").write_text(yaml.safe_dump(variants))
+    build_recipe("sbu-f1", "series", tmp_path)  # the copied recipes themselves are valid
+    with pytest.raises(RecipeError, match=key) as err:
+        build_recipe("sbu-f1", "typo", tmp_path)
+    assert "\n" not in str(err.value)
+
+
 def test_daemon_window_is_right_aligned_daemon_layout():
     seq = _seq(40, fps=30.0)  # 30 fps -> 20 frames at 15 fps
     win, depth, (a, b) = daemon_window(seq, 150, 2, 15.0)
@@ -70,6 +100,20 @@ def test_classification_metrics():
     assert m["n"] == 4 and m["top1"] == 0.75 and m["top5"] == 1.0
     assert m["per_class"] == {"a": 1.0, "b": 1.0, "c": 0.5}
     assert m["confusion"] == [[1, 0, 0], [0, 1, 0], [1, 0, 1]]
+
+
+def test_heldout_metrics():
+    """model.json's per-dataset metrics: unlabelled windows count in n, predicted_other and would-be events."""
+    scores = np.array([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.45, 0.1, 0.45], [0.1, 0.3, 0.6], [0.3, 0.3, 0.4]])
+    labels = np.array([0, 1, 2, 0, -1])  # background "other" = class 2
+    m = heldout_metrics(scores, labels, ["a", "b", "other"], "other")
+    assert m["n"] == 5 and m["top1"] == 0.5  # rows 0, 1 right of 4 labelled
+    assert m["top1_known"] == 0.5  # argmax over a, b: a, b, a, b -> rows 0, 1 right
+    assert m["predicted_other"] == 2 / 5  # rows 3, 4 (row 2: a tie, the first class wins)
+    assert m["confident_interaction"] == 2 / 5  # rows 0, 1 (row 2's 0.45 < 0.5)
+    assert m["per_class"] == {"a": {"n": 2, "recall": 0.5}, "b": {"n": 1, "recall": 1.0},
+                              "other": {"n": 1, "recall": 0.0}}
+    assert heldout_metrics(scores, labels, ["a", "b", "c"], "other")["predicted_other"] is None
 
 
 def test_variant_models():
@@ -195,7 +239,7 @@ def test_sarde_eval_quick_end_to_end(tmp_path):
     summary = (tmp_path / "summary.md").read_text()
     assert "| sbu-f1 | 2d (quick) | 0 |" in summary and "| sbu-f1 | series (quick) | 0 |" in summary
     # an eval checkpoint exports to a daemon model (ONNX + manifest, parity-checked)
-    from export.manifest import read_manifest
+    from engines.manifest import read_manifest
     from export.sarde import export_sarde
 
     manifest = read_manifest(export_sarde(tmp_path / "sbu-f1" / "series" / "model.pt", tmp_path / "export"))
@@ -219,7 +263,6 @@ def _fake_run(root: Path, protocol: str, variant: str, top1: float, seed: int = 
 
 
 def test_report_tables_gap_and_partial_means(tmp_path):
-    from engines.sarde.evaluate import EXPERIMENTS
     from engines.sarde.report import load_results, render
 
     for k in range(1, 6):  # SBU: oracle 0.80, 2d 0.70, series 0.75 on every fold -> half the gap closed

@@ -22,6 +22,7 @@ import pytest
 import zmq
 
 from pipeline.config import load_config
+from pipeline.default_model import resolve_models
 from pipeline.daemon import build_stage, reader_settings
 from pipeline.journal import EventJournal
 from pipeline.publish import subscribe
@@ -54,7 +55,7 @@ def _config(tmp_path, shared_dir, artifact_cache, clip: str, camera: str, **even
         "metrics": {"port": 0},
         "record_poses": str(tmp_path / "poses.jsonl"),
     }
-    return load_config(ROOT / "configs" / "default.yaml", overrides), pub_port
+    return resolve_models(load_config(ROOT / "configs" / "default.yaml", overrides), progress=False), pub_port
 
 
 def _free_port() -> int:
@@ -138,7 +139,7 @@ def test_real_clip_end_to_end(tmp_path, shared_dir, artifact_cache):
 @pytest.mark.usefixtures("default_model")
 def test_stage_survives_bad_messages(tmp_path, shared_dir, artifact_cache):
     """Malformed messages are counted by reason and dropped; real frames after them still work."""
-    from pipeline.letterbox import letterbox
+    from engines.letterbox import letterbox
     from pipeline.wire import FrameHeader, encode_frame
 
     cfg, _ = _config(tmp_path, shared_dir, artifact_cache, "videos/stgcn/ta_chi.mp4", "cam")

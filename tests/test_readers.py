@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import zmq
 
-from pipeline.letterbox import letterbox
+from engines.letterbox import letterbox
 from pipeline.readers import EXIT_NO_SOURCE, EXIT_OK, EXIT_TRANSPORT, ReaderSettings, infer_kind, mask_url, reader_main, run_reader
 from pipeline.wire import decode
 

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
 from engines.sarde.models import build_model  # noqa: E402
-from export.manifest import read_manifest, sha256_file  # noqa: E402
+from engines.manifest import read_manifest, sha256_file  # noqa: E402
 
 SHARED = Path(os.environ.get("SARDE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 DATA = SHARED / "data"

@@ -30,3 +30,51 @@ def test_npz_dataset_joins_training_with_its_weight(tmp_path, shared_dir):
     assert len(train) == len(base) + 4 * len(own) and list(tests) == ["sbu"]
     item = train[len(train) - 1]
     assert tuple(item["window"].shape) == (3, 150, 18, 2) and int(item["label"]) == LABELS.index("normal")
+
+
+@pytest.mark.parametrize("section, key", [
+    (None, "dataset"), ("train", "epoch"), ("window", "mask"), ("pretrain_depth", "epoch"), ("events", "alert"),
+    ("model", "depth_widht"), ("augment", "mirrror"),
+])
+def test_recipe_typo_in_every_section_rejected(section, key):
+    """``train: {epoch: 60}`` (or a typo anywhere else) is a one-line RecipeError naming the key."""
+    import json
+
+    import yaml
+
+    from engines.sarde.datasets import RecipeError
+    from engines.sarde.recipes import DEFAULT_RECIPE, check_recipe_keys
+
+    recipe = yaml.safe_load(DEFAULT_RECIPE.read_text())
+    check_recipe_keys(recipe)
+    bad = json.loads(json.dumps(recipe))
+    (bad if section is None else bad.setdefault(section, {}))[key] = 1
+    with pytest.raises(RecipeError, match=key) as err:
+        check_recipe_keys(bad)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("entry, key", [
+    ({"repaet": 2}, "repaet"), ({"test": {"subject": [1]}}, "subject"), ({"reader": "nzp"}, "nzp"),
+])
+def test_dataset_entry_typo_rejected_before_training(tmp_path, entry, key):
+    from engines.sarde.datasets import RecipeError
+    from engines.sarde.train import train
+
+    recipe = {"labels": LABELS, "background": "normal",
+              "datasets": [{"name": "site", "reader": "npz", "files": [], **entry}]}
+    with pytest.raises(RecipeError, match=key):
+        train(recipe, tmp_path, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "model.pt").exists()
+
+
+def test_recipe_check_leaves_the_seeded_rng_alone():
+    """check_recipe_keys builds the model to check its section; the numbers of a seeded run stay the same."""
+    from engines.sarde.recipes import check_recipe_keys, load_recipe
+
+    recipe = load_recipe()
+    torch.manual_seed(0)
+    expected = torch.rand(4)
+    torch.manual_seed(0)
+    check_recipe_keys(recipe)
+    torch.testing.assert_close(torch.rand(4), expected, rtol=0, atol=0)

@@ -1,4 +1,4 @@
-"""Wire format (pipeline.wire) over real ZeroMQ sockets, and letterbox geometry (pipeline.letterbox)
+"""Wire format (pipeline.wire) over real ZeroMQ sockets, and letterbox geometry (engines.letterbox)
 on real frames from ../shared/data/videos."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import zmq
 
-from pipeline.letterbox import letterbox, letterbox_geometry, letterbox_points, unletterbox
+from engines.letterbox import letterbox, letterbox_geometry, letterbox_points, unletterbox
 from pipeline.wire import (MAX_HEADER_BYTES, REASONS, WIRE_VERSION, FrameHeader, WireError, decode, encode_frame,
                            encode_status)
 

@@ -33,7 +33,7 @@ MIRROR: tuple[int, ...] = tuple(
 
 @dataclass
 class Augment:
-    """Detector-like augmentation settings (all off with :meth:`off`).
+    """Detector-like augmentation settings (evaluation windows take none: ``augment=None``).
 
     Attributes:
         jitter: Gaussian pixel noise, standard deviation as a fraction of the frame height.
@@ -60,10 +60,6 @@ class Augment:
     speed: float = 0.2
     mirror: float = 0.5
     swap_persons: float = 0.5
-
-    @classmethod
-    def off(cls) -> "Augment":
-        return cls(0.0, 0.0, 0.0, (1.0, 1.0), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 
 
 def resample(length: int, src_fps: float, dst_fps: float, speed: float = 1.0) -> np.ndarray:

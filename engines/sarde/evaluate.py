@@ -10,26 +10,29 @@ each run per seed (extra seeds under ``OUT/<protocol>/<variant>-seed<k>/``). ``O
 ``summary.json`` collect all runs found under ``OUT``: per-dataset tables (:mod:`engines.sarde.report`)
 and one row per run; ``--report`` only rebuilds them.
 
-Protocols (:data:`PROTOCOLS`): MSR Action3D X-Sub on AS1/AS2/AS3 and all 20 actions (subjects
-1,3,5,7,9 train), SBU 5-fold CV (the authors' folds), UTD-MHAD X-Sub (subjects 1,3,5,7 train).
-Recipes: ``configs/experiments/{msr,sbu,utd}.yaml``; variants (SARDE Tables 3-4):
-``configs/experiments/variants.yaml``; suites: ``configs/experiments/suites.yaml``; ``--quick``
-overrides: ``configs/experiments/quick.yaml``.
+This module orchestrates; the parts live beside it: protocols and daemon windows
+(:mod:`engines.sarde.protocols`), recipes, variants and ``--quick`` overrides
+(:mod:`engines.sarde.recipes`, ``configs/experiments/``), the training schedule
+(:func:`engines.sarde.train.fit_recipe`), the evaluation loop (:mod:`engines.sarde.predict`),
+metrics (:mod:`engines.sarde.metrics`), PNGs (:mod:`engines.sarde.plots`), the checkpoint folder
+(:mod:`engines.sarde.checkpoint`) and the markdown reports (:mod:`engines.sarde.report`). Suites:
+``configs/experiments/suites.yaml``.
 
 Within a protocol, the training split supervises both tasks (Eq. 3): labels for ``L_II`` and the
 dataset's 3D ground truth for ``L_I`` (all three datasets carry camera-space depth). The held-out
 subjects are never seen, neither their labels nor their depth.
 
 Metrics (held-out split): top-1, top-5, per-class accuracy and the confusion matrix on
-deterministic centred windows (as in training, no augmentation) and top-1 on *daemon windows*: the
-recording resampled to the daemon's fps, its last ``T`` frames right-aligned in the ``T = 150``
-window, exactly as ``pipeline.windows`` builds them. For models that estimate depth: root-relative
+deterministic centred windows (as in training, no augmentation) and top-1 on *daemon windows*
+(:func:`engines.sarde.protocols.daemon_window`). For models that estimate depth: root-relative
 depth error (neck root, mm), absolute depth error (mm) and abs-rel (``|z - z_gt| / z_gt``).
+
+Runs are shared between processes: a run folder is locked while it trains (``.lock``), and under
+``torchrun`` every rank trains the run together (DDP, ``engines.sarde.train.fit``) and rank 0 writes.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import fcntl
 import json
 import logging
@@ -38,207 +41,11 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
-import yaml
+from engines.sarde.protocols import PROTOCOLS, load_protocol
+from engines.sarde.recipes import EXPERIMENTS, ROOT, build_recipe, load_recipe
+from engines.sarde.report import run_markdown, summarise
 
 log = logging.getLogger(__name__)
-
-ROOT = Path(__file__).resolve().parents[2]
-EXPERIMENTS = ROOT / "configs" / "experiments"
-
-#: Protocol name -> (dataset, parameter): the split each run trains and tests on.
-PROTOCOLS: dict[str, tuple[str, str | int]] = {
-    "msr-as1": ("msr", "AS1"), "msr-as2": ("msr", "AS2"), "msr-as3": ("msr", "AS3"), "msr-all": ("msr", "all"),
-    **{f"sbu-f{k}": ("sbu", k) for k in range(1, 6)},
-    "utd-xsub": ("utd", "xsub"),
-}
-TOP_K = 5
-
-
-def deep_merge(base: dict, override: dict) -> dict:
-    """A copy of ``base`` with ``override`` merged in (nested dicts merge, everything else replaces)."""
-    out = copy.deepcopy(base)
-    for key, value in (override or {}).items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def _yaml(path: Path) -> dict:
-    with open(path, encoding="utf-8") as fh:
-        data = yaml.safe_load(fh)
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} is not a mapping")
-    return data
-
-
-def build_recipe(protocol: str, variant: str, recipe_dir: Path = EXPERIMENTS, quick: bool = False,
-                 epochs: int | None = None) -> dict:
-    """The recipe of one run: ``<dataset>.yaml`` + ``variants.yaml[variant]`` (+ ``quick.yaml``).
-
-    Raises:
-        KeyError: for an unknown protocol or variant.
-    """
-    if protocol not in PROTOCOLS:
-        raise KeyError(f"unknown protocol {protocol!r}; known: {sorted(PROTOCOLS)}")
-    variants = _yaml(recipe_dir / "variants.yaml")
-    if variant not in variants:
-        raise KeyError(f"unknown variant {variant!r}; known: {sorted(variants)}")
-    recipe = deep_merge(_yaml(recipe_dir / f"{PROTOCOLS[protocol][0]}.yaml"), variants[variant] or {})
-    if quick:
-        recipe = deep_merge(recipe, _yaml(recipe_dir / "quick.yaml"))
-    if epochs is not None:
-        recipe = deep_merge(recipe, {"train": {"epochs": int(epochs)}})
-    recipe["protocol"], recipe["variant"] = protocol, variant
-    return recipe
-
-
-def load_protocol(protocol: str, data_dir: Path) -> tuple[list, list, list[str]]:
-    """``(train, test, labels)`` sequences and class names of a protocol.
-
-    Raises:
-        KeyError: unknown protocol. FileNotFoundError: dataset missing under ``data_dir``.
-    """
-    dataset, param = PROTOCOLS[protocol]
-    if dataset == "msr":
-        from engines.datasets.msr import ACTION_SETS, MSR_ACTIONS, load_msr_action3d, xsub_split
-
-        actions = ACTION_SETS[param] if param != "all" else tuple(range(1, 21))
-        train, test = xsub_split(load_msr_action3d(data_dir, actions=actions))
-        return train, test, [MSR_ACTIONS[a - 1] for a in sorted(actions)]
-    if dataset == "sbu":
-        from engines.datasets.sbu import SBU_CLASSES, fold_split, load_sbu
-
-        train, test = fold_split(load_sbu(data_dir), int(param))
-        return train, test, list(SBU_CLASSES)
-    from engines.datasets.utd import UTD_ACTIONS, load_utd_mhad, xsub_split as utd_split
-
-    train, test = utd_split(load_utd_mhad(data_dir))
-    return train, test, list(UTD_ACTIONS)
-
-
-def daemon_window(seq, num_frames: int, num_persons: int, fps: float) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-    """A window exactly as the daemon builds it: resampled to ``fps``, last ``T`` frames right-aligned.
-
-    Returns:
-        ``window (3, T, V, M)`` float32 (``engines.skeleton.to_window``), ``depth (T, V, M)``
-        metres (0 = unknown) and the ``(start, end)`` frames holding the sequence.
-    """
-    from engines.sarde.data import resample
-    from engines.skeleton import normalize_keypoints, to_window
-
-    idx = resample(len(seq.keypoints), seq.fps, fps)
-    kp = np.asarray(seq.keypoints, np.float32)[idx][-num_frames:]  # (L, M', V, 3)
-    window = to_window(normalize_keypoints(kp, seq.frame_size), num_frames, num_persons)
-    depth = np.zeros((num_frames, kp.shape[2], num_persons), np.float32)
-    length = len(kp)
-    if seq.depth is not None:
-        d = np.asarray(seq.depth, np.float32)[idx][-num_frames:, :num_persons]  # (L, M, V)
-        d = np.where(kp[:, :num_persons, :, 2] > 0, d, 0.0)
-        depth[num_frames - length:, :, :d.shape[1]] = d.transpose(0, 2, 1)
-    return window, depth, (num_frames - length, num_frames)
-
-
-class _DaemonWindows:
-    """Dataset of :func:`daemon_window` items (same item dict as ``WindowDataset``)."""
-
-    def __init__(self, base):
-        self.base = base
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, i: int) -> dict:
-        import torch
-
-        seq = self.base.sequences[i]
-        window, depth, span = daemon_window(seq, self.base.num_frames, self.base.num_persons, self.base.fps)
-        return {"window": torch.from_numpy(window), "depth": torch.from_numpy(depth),
-                "label": torch.tensor(self.base.label_index(seq), dtype=torch.int64),
-                "span": torch.tensor(span, dtype=torch.int64)}
-
-
-def predict(model, dataset, batch_size: int = 32) -> dict:
-    """Run a model over a dataset of window items (eval mode, windows cut to their skeletons).
-
-    Returns:
-        ``{"scores": (N, K) float32 probabilities, "labels": (N,) int64, "depth": [abs, root_rel,
-        abs_rel] concatenated 1-D float32 arrays in metres / ratio, or None}``.
-    """
-    import torch
-    from torch.utils.data import DataLoader
-
-    from engines.sarde.data import collate
-    from engines.sarde.train import depth_errors
-
-    model.eval()
-    stride = model.recognizer.time_stride
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                        collate_fn=lambda b: collate(b, crop_stride=stride))
-    scores, labels, errs = [], [], [[], [], []]
-    with torch.no_grad():
-        for batch in loader:
-            s, depth = model(batch["window"], batch["depth"] if model.depth_mode == "oracle" else None)
-            scores.append(s.numpy())
-            labels.append(batch["label"].numpy())
-            e = depth_errors(depth, batch["depth"]) if model.estimates_depth else None
-            if e is not None:
-                for acc, x in zip(errs, e):
-                    acc.append(x.numpy())
-    return {"scores": np.concatenate(scores), "labels": np.concatenate(labels),
-            "depth": [np.concatenate(e) for e in errs] if errs[0] else None}
-
-
-def classification_metrics(scores: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
-    """top-1, top-5, per-class accuracy and the confusion matrix (rows = true class, columns = predicted).
-
-    Args:
-        scores: ``(N, K)``; labels: ``(N,)`` class index (``-1`` rows are ignored).
-    """
-    keep = labels >= 0
-    scores, labels = scores[keep], labels[keep]
-    k = scores.shape[1]
-    pred = scores.argmax(1)
-    topk = np.argsort(-scores, axis=1)[:, :min(TOP_K, k)]
-    conf = np.zeros((k, k), np.int64)
-    np.add.at(conf, (labels, pred), 1)
-    per_class = {name: (float(conf[i, i] / conf[i].sum()) if conf[i].sum() else None) for i, name in enumerate(class_names)}
-    return {"n": int(len(labels)), "top1": float(np.mean(pred == labels)) if len(labels) else None,
-            "top5": float(np.mean((topk == labels[:, None]).any(1))) if len(labels) else None,
-            "per_class": per_class, "confusion": conf.tolist()}
-
-
-def plot_confusion(conf: list[list[int]], class_names: list[str], path: Path, title: str) -> Path | None:
-    """Row-normalised confusion matrix PNG; None without matplotlib."""
-    try:
-        import matplotlib
-    except ImportError:
-        log.info("matplotlib not installed; no confusion PNG")
-        return None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    c = np.asarray(conf, np.float64)
-    norm = c / np.maximum(c.sum(1, keepdims=True), 1)
-    size = 3 + 0.35 * len(class_names)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(class_names)), class_names, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(class_names)), class_names, fontsize=7)
-    for i in range(len(c)):
-        for j in range(len(c)):
-            if c[i, j]:
-                ax.text(j, i, int(c[i, j]), ha="center", va="center", fontsize=6,
-                        color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
 
 
 def run_one(protocol: str, variant: str, data_dir: Path, out_root: Path, recipe_dir: Path = EXPERIMENTS,
@@ -248,6 +55,7 @@ def run_one(protocol: str, variant: str, data_dir: Path, out_root: Path, recipe_
 
     Raises:
         KeyError: unknown protocol / variant. FileNotFoundError: dataset missing.
+        engines.sarde.datasets.RecipeError: an unknown key in the merged recipe.
 
     Runs are locked (``.lock`` in the run folder): a second process on the same ``out_root`` skips
     a run another one is training and returns ``{}`` for it.
@@ -275,14 +83,21 @@ def run_one(protocol: str, variant: str, data_dir: Path, out_root: Path, recipe_
         return _train_and_evaluate(protocol, variant, recipe, seed, out, data_dir, quick, device, progress, cache)
 
 
+def _spread(seqs: list, n: int) -> list:
+    """At most ``n`` of ``seqs``, evenly spread over the list (the ``--quick`` data subsets)."""
+    return seqs[::max(1, len(seqs) // n)][:n]
+
+
 def _train_and_evaluate(protocol: str, variant: str, recipe: dict, seed: int, out: Path, data_dir: Path,
                         quick: bool, device: str, progress: bool, cache: dict | None) -> dict:
     """The body of :func:`run_one`: train from ``recipe``, evaluate, write the run folder ``out``."""
-    import torch
-
-    from engines.sarde.data import Augment, WindowDataset
-    from engines.sarde.models import build_model
-    from engines.sarde.train import fit, plot_curves, pretrain_depth
+    from engines.sarde.checkpoint import parity_windows, save_checkpoint
+    from engines.sarde.datasets import DatasetSplit
+    from engines.sarde.metrics import classification_metrics, depth_summary
+    from engines.sarde.plots import plot_confusion, plot_curves
+    from engines.sarde.predict import predict
+    from engines.sarde.protocols import DaemonWindows
+    from engines.sarde.train import fit_recipe
 
     result_path = out / "result.json"
     cache = {} if cache is None else cache
@@ -291,29 +106,17 @@ def _train_and_evaluate(protocol: str, variant: str, recipe: dict, seed: int, ou
     train_seqs, test_seqs, labels = cache[protocol]
     q = recipe.get("quick", {}) if quick else {}
     if q:
-        train_seqs, test_seqs = train_seqs[::max(1, len(train_seqs) // int(q["max_train"]))][:int(q["max_train"])], \
-            test_seqs[::max(1, len(test_seqs) // int(q["max_test"]))][:int(q["max_test"])]
-    w = recipe.get("window", {})
-    common = dict(num_frames=int(w.get("num_frames", 150)), num_persons=int(w.get("num_persons", 2)),
-                  fps=float(w.get("fps", 15.0)))
-    started = time.perf_counter()
-    torch.manual_seed(seed)
-    augment = Augment(**recipe.get("augment", {}))
-    repeat = int(recipe.get("data", {}).get("repeat", 1))
-    train_set = torch.utils.data.ConcatDataset(
-        [WindowDataset(train_seqs, labels, use_depth=True, augment=augment, seed=seed + 17 * r, **common)
-         for r in range(repeat)])
-    test_set = WindowDataset(test_seqs, labels, use_depth=True, **common)
-    model = build_model(recipe.get("model", {}), len(labels)).to(device)
-    pre = pretrain_depth(model, train_seqs, recipe, seed, progress)
-    fitted = fit(model, train_set, recipe, device, seed, progress, q.get("max_steps"), checkpoint_dir=out)
-    train_seconds = time.perf_counter() - started
-    model.cpu().eval()
+        train_seqs, test_seqs = _spread(train_seqs, int(q["max_train"])), _spread(test_seqs, int(q["max_test"]))
+    # the protocol as one recipe dataset: its training split supervises labels and depth, its test split is held out
+    part = DatasetSplit(name=protocol, reader=PROTOCOLS[protocol][0], train=train_seqs, test=test_seqs, depth=True,
+                        repeat=int(recipe.get("data", {}).get("repeat", 1)))
+    trained = fit_recipe(recipe, [part], labels, device, seed, progress, q.get("max_steps"), checkpoint_dir=out)
+    model, fitted, test_set = trained.model, trained.fitted, trained.tests[protocol]
     if int(os.environ.get("RANK", "0")) != 0:
         return {}
     t0 = time.perf_counter()
     centred = predict(model, test_set)
-    daemon = predict(model, _DaemonWindows(test_set))
+    daemon = predict(model, DaemonWindows(test_set))
     eval_seconds = time.perf_counter() - t0
     metrics = classification_metrics(centred["scores"], centred["labels"], labels)
     daemon_metrics = classification_metrics(daemon["scores"], daemon["labels"], labels)
@@ -323,32 +126,27 @@ def _train_and_evaluate(protocol: str, variant: str, recipe: dict, seed: int, ou
         "top1": metrics["top1"], "top5": metrics["top5"], "per_class": metrics["per_class"],
         "confusion": metrics["confusion"],
         "daemon_top1": daemon_metrics["top1"], "daemon_top5": daemon_metrics["top5"],
-        "train_seconds": round(train_seconds, 1), "eval_seconds": round(eval_seconds, 1),
+        "train_seconds": round(trained.seconds, 1), "eval_seconds": round(eval_seconds, 1),
         "epochs": len(fitted["history"]), "steps": fitted["steps"], "history": fitted["history"],
-        "pretrain_depth_history": pre,
+        "pretrain_depth_history": trained.pretrain_depth_history,
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "machine": machine(), "device": device,
     }
-    if centred["depth"] is not None:
-        abs_e, rel_e, absrel = centred["depth"]
-        result.update(depth_rootrel_mm=1000 * float(rel_e.mean()), depth_abs_mm=1000 * float(abs_e.mean()),
-                      depth_absrel=float(absrel.mean()))
-    torch.save(model.state_dict(), out / "model.pt")
+    if model.estimates_depth:
+        result.update(depth_summary(centred["depth"]))
     # beside model.pt, what `sarde export recognizer --checkpoint` needs: recipe + labels, parity windows
-    (out / "model.json").write_text(json.dumps({
+    save_checkpoint(out, model, {
         "recipe": recipe, "labels": labels, "seed": seed, "train_seconds": result["train_seconds"],
         "metrics": {protocol: {k: result.get(k) for k in ("top1", "top5", "daemon_top1", "depth_rootrel_mm",
                                                           "depth_abs_mm", "depth_absrel")}},
-    }, indent=2, sort_keys=True), encoding="utf-8")
-    np.save(out / "parity_windows.npy", np.stack([test_set[i]["window"].numpy() for i in range(min(4, len(test_set)))]),
-            allow_pickle=False)
+    }, parity_windows([test_set], 4))
     title = f"{protocol} / {variant}: top-1 {metrics['top1']:.3f}"
     plot_confusion(metrics["confusion"], labels, out / "confusion.png", title)
     plot_curves(fitted["history"], out / "curves.png", f"{protocol} / {variant}")
     result_path.write_text(json.dumps(result, indent=2, sort_keys=True), encoding="utf-8")
     (out / "result.md").write_text(run_markdown(result), encoding="utf-8")
     log.info("%s/%s: top-1 %.3f (daemon windows %.3f), top-5 %.3f, trained in %.0f s", protocol, variant,
-             result["top1"], result["daemon_top1"], result["top5"], train_seconds)
+             result["top1"], result["daemon_top1"], result["top5"], trained.seconds)
     return result
 
 
@@ -360,59 +158,9 @@ def machine() -> str:
             f"({torch.get_num_threads()} threads), {platform.platform()}")
 
 
-def _fmt(x, pct: bool = True) -> str:
-    if x is None:
-        return "-"
-    return f"{100 * x:.2f}" if pct else f"{x:.1f}"
-
-
-def run_markdown(r: dict) -> str:
-    """Markdown report of one run: headline metrics, per-class accuracy."""
-    lines = [f"# {r['protocol']} / {r['variant']}", "",
-             f"- top-1 {_fmt(r['top1'])} %, top-5 {_fmt(r['top5'])} % (centred windows, n = {r['n_test']})",
-             f"- top-1 on daemon windows (right-aligned T = {r['recipe']['window']['num_frames']}, "
-             f"{r['recipe']['window']['fps']} fps): {_fmt(r['daemon_top1'])} %"]
-    if "depth_rootrel_mm" in r:
-        lines.append(f"- depth (held-out subjects): root-relative {r['depth_rootrel_mm']:.1f} mm, absolute "
-                     f"{r['depth_abs_mm']:.1f} mm, abs-rel {r['depth_absrel']:.4f}")
-    lines += [f"- training {r['train_seconds']:.0f} s ({r['epochs']} epochs, {r['steps']} steps), "
-              f"{r['num_parameters']} parameters, {r['machine']}", "", "| class | accuracy |", "|---|---|"]
-    lines += [f"| {name} | {_fmt(acc)} |" for name, acc in r["per_class"].items()]
-    return "\n".join(lines) + "\n"
-
-
 def run_name(variant: str, seed: int, recipe_seed: int) -> str:
     """Folder name of a run: the variant for the recipe's own seed, ``<variant>-seed<k>`` for others."""
     return variant if seed == recipe_seed else f"{variant}-seed{seed}"
-
-
-def summarise(out_root: Path, recipe_dir: Path = EXPERIMENTS) -> tuple[Path, Path]:
-    """Collect every ``result.json`` under ``out_root`` into ``summary.md`` and ``summary.json``.
-
-    ``summary.md`` holds the per-dataset tables of :mod:`engines.sarde.report` (variants side by side,
-    seed means, published numbers, gap closed by estimated depth), then one row per run.
-    """
-    from engines.sarde.report import load_results, render
-
-    out_root = Path(out_root)
-    results = load_results(out_root)
-    rows = [{k: r.get(k) for k in ("protocol", "variant", "seed", "top1", "top5", "daemon_top1", "depth_rootrel_mm",
-                                   "depth_abs_mm", "depth_absrel", "train_seconds", "epochs", "num_parameters",
-                                   "n_train", "n_test", "quick")} for r in results]
-    report_md, tables = render(results, recipe_dir / "published.yaml")
-    (out_root / "summary.json").write_text(json.dumps({"tables": tables, "runs": rows}, indent=2), encoding="utf-8")
-    lines = [report_md, "## Every run", "",
-             "| protocol | variant | seed | top-1 % | top-5 % | top-1 daemon windows % | depth root-rel mm | "
-             "depth abs-rel | train s | epochs | params |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['protocol']} | {r['variant']}{' (quick)' if r['quick'] else ''} | {r['seed']} | "
-                     f"{_fmt(r['top1'])} | "
-                     f"{_fmt(r['top5'])} | {_fmt(r['daemon_top1'])} | {_fmt(r['depth_rootrel_mm'], False)} | "
-                     f"{'-' if r['depth_absrel'] is None else format(r['depth_absrel'], '.3f')} | "
-                     f"{_fmt(r['train_seconds'], False)} | {r['epochs']} | {r['num_parameters']} |")
-    md = out_root / "summary.md"
-    md.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return md, out_root / "summary.json"
 
 
 def suite_runs(name: str, recipe_dir: Path = EXPERIMENTS) -> list[tuple[str, str, int | None]]:
@@ -423,7 +171,7 @@ def suite_runs(name: str, recipe_dir: Path = EXPERIMENTS) -> list[tuple[str, str
     Raises:
         KeyError: unknown suite.
     """
-    suites = _yaml(recipe_dir / "suites.yaml")
+    suites = load_recipe(recipe_dir / "suites.yaml")
     if name not in suites:
         raise KeyError(f"unknown suite {name!r}; known: {sorted(suites)}")
     runs: list[tuple[str, str, int | None]] = []

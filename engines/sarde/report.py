@@ -1,6 +1,8 @@
-"""The results tables of ``sarde eval``, laid out like SARDE's Tables 3-4.
+"""The markdown (and JSON) reports of ``sarde eval``: one run's ``result.md`` (:func:`run_markdown`)
+and the summary of every run under an output folder (:func:`summarise`), its tables laid out like
+SARDE's Tables 3-4 (:func:`render`).
 
-Input: the ``result.json`` of every run under an output folder (``OUT/<protocol>/<run>/result.json``,
+Input of the summary: the ``result.json`` of every run under an output folder (``OUT/<protocol>/<run>/result.json``,
 written by :func:`engines.sarde.evaluate.run_one`; ``<run>`` is the variant, or ``<variant>-seed<k>``
 for extra seeds). Output: markdown (and a JSON twin) with, per dataset,
 
@@ -25,6 +27,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import yaml
+
+from engines.sarde.recipes import EXPERIMENTS
 
 #: dataset -> (title, protocols averaged for the dataset mean, key of the published mean, extra protocols)
 DATASETS: dict[str, tuple[str, list[str], str, list[str]]] = {
@@ -160,3 +164,56 @@ def render(results: list[dict], published_path: Path) -> tuple[str, dict]:
         if table["variants"]:
             lines += _markdown(table)
     return "\n".join(lines), tables
+
+
+def _fmt(x, pct: bool = True) -> str:
+    """A fraction as a percentage with 2 decimals (``pct``), else a number with 1 decimal; ``-`` for None."""
+    if x is None:
+        return "-"
+    return f"{100 * x:.2f}" if pct else f"{x:.1f}"
+
+
+def run_markdown(r: dict) -> str:
+    """``result.md`` of one run (a ``result.json`` dict): headline metrics, per-class accuracy."""
+    lines = [f"# {r['protocol']} / {r['variant']}", "",
+             f"- top-1 {_fmt(r['top1'])} %, top-5 {_fmt(r['top5'])} % (centred windows, n = {r['n_test']})",
+             f"- top-1 on daemon windows (right-aligned T = {r['recipe']['window']['num_frames']}, "
+             f"{r['recipe']['window']['fps']} fps): {_fmt(r['daemon_top1'])} %"]
+    if "depth_rootrel_mm" in r:
+        lines.append(f"- depth (held-out subjects): root-relative {r['depth_rootrel_mm']:.1f} mm, absolute "
+                     f"{r['depth_abs_mm']:.1f} mm, abs-rel {r['depth_absrel']:.4f}")
+    lines += [f"- training {r['train_seconds']:.0f} s ({r['epochs']} epochs, {r['steps']} steps), "
+              f"{r['num_parameters']} parameters, {r['machine']}", "", "| class | accuracy |", "|---|---|"]
+    lines += [f"| {name} | {_fmt(acc)} |" for name, acc in r["per_class"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def summarise(out_root: Path, recipe_dir: Path = EXPERIMENTS) -> tuple[Path, Path]:
+    """Collect every ``result.json`` under ``out_root`` into ``summary.md`` and ``summary.json``.
+
+    ``summary.md`` holds the per-dataset tables of :func:`render` (variants side by side, seed means,
+    published numbers from ``recipe_dir/published.yaml``, gap closed by estimated depth), then one row
+    per run; ``summary.json`` the same tables as data and the rows.
+
+    Returns:
+        ``(summary.md, summary.json)`` paths.
+    """
+    out_root = Path(out_root)
+    results = load_results(out_root)
+    rows = [{k: r.get(k) for k in ("protocol", "variant", "seed", "top1", "top5", "daemon_top1", "depth_rootrel_mm",
+                                   "depth_abs_mm", "depth_absrel", "train_seconds", "epochs", "num_parameters",
+                                   "n_train", "n_test", "quick")} for r in results]
+    report_md, tables = render(results, recipe_dir / "published.yaml")
+    (out_root / "summary.json").write_text(json.dumps({"tables": tables, "runs": rows}, indent=2), encoding="utf-8")
+    lines = [report_md, "## Every run", "",
+             "| protocol | variant | seed | top-1 % | top-5 % | top-1 daemon windows % | depth root-rel mm | "
+             "depth abs-rel | train s | epochs | params |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['protocol']} | {r['variant']}{' (quick)' if r['quick'] else ''} | {r['seed']} | "
+                     f"{_fmt(r['top1'])} | "
+                     f"{_fmt(r['top5'])} | {_fmt(r['daemon_top1'])} | {_fmt(r['depth_rootrel_mm'], False)} | "
+                     f"{'-' if r['depth_absrel'] is None else format(r['depth_absrel'], '.3f')} | "
+                     f"{_fmt(r['train_seconds'], False)} | {r['epochs']} | {r['num_parameters']} |")
+    md = out_root / "summary.md"
+    md.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return md, out_root / "summary.json"

@@ -2,18 +2,18 @@
 
 ``python -m engines.sarde.train --recipe RECIPE.yaml --data ../shared/data --out artifacts/train``
 (a recipe whose datasets are all built-in readers or ``.npz`` files; ``sarde train`` also resolves
-daemon recordings of clip lists first) writes ``model.pt`` (a ``state_dict``, loaded with ``weights_only=True``),
-``model.json`` (recipe, labels, held-out metrics, training time) and ``parity_windows.npy`` (a few
-real held-out windows for the exporter's parity check).
+daemon recordings of clip lists first) writes the checkpoint folder of ``engines.sarde.checkpoint``:
+``model.pt``, ``model.json`` (recipe, labels, held-out metrics, training time) and
+``parity_windows.npy``.
 
 Schedule: (1) the per-frame depth GCN is pre-trained on the frames of the ``depth: true`` datasets
 with the scale-invariant loss (cheap: it is a per-frame spatial network); (2) the whole graph is
 trained with Eq. 3 on the mixture of every dataset's windows (recognition where a sequence has a
 label of the model, depth where its dataset supervises depth).
 
-:func:`fit` is the joint-training loop shared with the protocol runs of ``sarde eval``
-(``engines.sarde.evaluate``): Eq. 3 over any window dataset, resumable (``resume.pt``), DDP under
-``torchrun``; :func:`plot_curves` draws its history when matplotlib is installed.
+:func:`fit_recipe` is that schedule, shared with the protocol runs of ``sarde eval``
+(``engines.sarde.evaluate``); :func:`fit` is its joint-training loop: Eq. 3 over any window dataset,
+resumable (``resume.pt``), DDP under ``torchrun``.
 """
 from __future__ import annotations
 
@@ -21,34 +21,23 @@ import argparse
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from torch.utils.data import DataLoader
 
+from engines.sarde.checkpoint import parity_windows, save_checkpoint
 from engines.sarde.data import Augment, WindowDataset, collate, make_window
 from engines.sarde.datasets import DatasetSplit, RecipeError, load_datasets
 from engines.sarde.losses import DEPTH_LOSSES, multitask_loss
+from engines.sarde.metrics import depth_summary, heldout_metrics
 from engines.sarde.models import SardeNet, build_model
+from engines.sarde.predict import predict
+from engines.sarde.recipes import DEFAULT_RECIPE, OTHER, ROOT, check_recipe_keys, load_recipe, window_settings
 
 log = logging.getLogger(__name__)
-
-OTHER = "other"
-ROOT_JOINT = 1  # neck: root of root-relative depth errors
-CONFIDENT = 0.5  # score of a would-be event in evaluate()
-
-
-def load_recipe(recipe: dict | str | Path) -> dict:
-    """A recipe dict, or read from a YAML file."""
-    if isinstance(recipe, dict):
-        return recipe
-    with open(recipe, encoding="utf-8") as fh:
-        data = yaml.safe_load(fh)
-    if not isinstance(data, dict):
-        raise ValueError(f"recipe {recipe} is not a mapping")
-    return data
 
 
 def _progress(iterable, enabled: bool, **kwargs):
@@ -59,42 +48,9 @@ def _progress(iterable, enabled: bool, **kwargs):
     return tqdm(iterable, **kwargs)
 
 
-#: Top-level keys of a recipe that names its datasets.
-RECIPE_KEYS = frozenset({"name", "seed", "labels", "background", "window", "datasets", "model", "pretrain_depth",
-                         "train", "augment", "events"})
-_SECTION_KEYS = {
-    "window": {"num_frames", "num_persons", "fps", "mask_joints"},
-    "pretrain_depth": {"epochs", "batch_frames", "lr"},
-    "train": {"epochs", "batch_size", "lr", "weight_decay", "warmup", "alpha", "lambda", "depth_lr_scale", "crop",
-              "depth_loss", "class_balance"},
-    "events": {"alerts"},
-}
-
-
-def check_recipe_keys(recipe: dict) -> None:
-    """Reject unknown keys in a ``datasets:`` recipe (top level and every section but ``model``,
-    which ``build_model`` checks, and ``augment``, checked by :class:`Augment`).
-
-    Raises:
-        RecipeError: naming the section and the key.
-    """
-    unknown = set(recipe) - RECIPE_KEYS
-    if unknown:
-        raise RecipeError(f"recipe: unknown key(s) {sorted(unknown)}; allowed: {sorted(RECIPE_KEYS)}")
-    for section, allowed in _SECTION_KEYS.items():
-        extra = set(recipe.get(section) or {}) - allowed
-        if extra:
-            raise RecipeError(f"recipe: {section}: unknown key(s) {sorted(extra)}; allowed: {sorted(allowed)}")
-    try:
-        Augment(**(recipe.get("augment") or {}))
-    except TypeError as exc:
-        raise RecipeError(f"recipe: augment: {exc}") from exc
-    if str(recipe.get("background", OTHER)) not in recipe["labels"]:
-        raise RecipeError(f"recipe: background {recipe.get('background')!r} is not one of labels {recipe['labels']}")
-
-
 def mixture_datasets(recipe: dict, parts: list[DatasetSplit], labels: list[str], seed: int):
-    """Training mixture and held-out sets of a ``datasets:`` recipe.
+    """Training mixture and held-out sets of read and split datasets (a ``datasets:`` recipe's, or one
+    ``sarde eval`` protocol as a single part).
 
     Each part gives ``repeat`` augmented :class:`WindowDataset` copies of its training sequences
     (depth targets only where ``depth: true``; labels already mapped by ``load_datasets``) and, when
@@ -103,9 +59,7 @@ def mixture_datasets(recipe: dict, parts: list[DatasetSplit], labels: list[str],
     Returns:
         ``(ConcatDataset, {name: WindowDataset})``.
     """
-    w = recipe.get("window", {})
-    common = dict(num_frames=int(w.get("num_frames", 150)), num_persons=int(w.get("num_persons", 2)),
-                  fps=float(w.get("fps", 15.0)), mask_joints=tuple(w.get("mask_joints", ())))
+    common = window_settings(recipe)
     augment = Augment(**recipe.get("augment", {}))
     train, tests = [], {}
     for k, part in enumerate(parts):
@@ -129,7 +83,7 @@ def pretrain_depth(model: SardeNet, sequences: list, recipe: dict, seed: int, pr
     epochs = int(cfg.get("epochs", 0))
     if epochs <= 0 or model.depth_net is None:
         return []
-    w = recipe.get("window", {})
+    w = window_settings(recipe)
     augment = Augment(**recipe.get("augment", {}))
     net = model.depth_net
     opt = torch.optim.Adam(net.parameters(), lr=float(cfg.get("lr", 3e-3)))
@@ -142,8 +96,7 @@ def pretrain_depth(model: SardeNet, sequences: list, recipe: dict, seed: int, pr
         rng = np.random.default_rng((seed, 1000 + epoch))
         xs, ds = [], []
         for seq in sequences:
-            win, dep, (a, b) = make_window(seq, int(w.get("num_frames", 150)), int(w.get("num_persons", 2)),
-                                           float(w.get("fps", 15.0)), rng, augment)
+            win, dep, (a, b) = make_window(seq, w["num_frames"], w["num_persons"], w["fps"], rng, augment)
             xy = win[:2, a:b].transpose(1, 3, 0, 2).reshape(-1, 2, 1, win.shape[2])  # (L*M, 2, 1, V)
             dd = dep[a:b].transpose(0, 2, 1).reshape(-1, 1, dep.shape[1])  # (L*M, 1, V)
             keep = (dd > 0).any(axis=(1, 2))
@@ -300,156 +253,92 @@ def balanced_class_weights(train_set, num_classes: int, device: str = "cpu") -> 
     return torch.tensor(weights, dtype=torch.float32, device=device)
 
 
-def plot_curves(history: list[dict], path: Path, title: str = "") -> Path | None:
-    """Training curves (loss, L_I, L_II per epoch, and any ``val_top1``) as a PNG; None without matplotlib."""
-    try:
-        import matplotlib
-    except ImportError:
-        log.info("matplotlib not installed; no curves PNG")
-        return None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+@dataclass
+class Trained:
+    """What :func:`fit_recipe` returns.
 
-    epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    for ax, key in zip(axes, ("L_II", "L_I", "loss")):
-        ax.plot(epochs, [h[key] for h in history], marker=".")
-        ax.set_title(key)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
-def depth_errors(depth: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """Per-joint depth errors where both prediction and ground truth exist.
-
-    Args:
-        depth, gt: ``(N, T, V, M)`` metres (0 = missing / unknown).
-
-    Returns:
-        ``(abs, root_rel, abs_rel)`` 1-D tensors: ``|z - z_gt|`` metres, root-relative
-        ``|(z - z_neck) - (z_gt - z_neck_gt)|`` metres (frames with a neck), ``|z - z_gt| / z_gt``;
-        None when no joint has both.
+    Attributes:
+        model: the trained :class:`SardeNet`, on the CPU, in eval mode.
+        tests: ``{name: WindowDataset}`` deterministic held-out windows (:func:`mixture_datasets`).
+        pretrain_depth_history: mean depth pre-training loss per epoch (:func:`pretrain_depth`).
+        fitted: :func:`fit`'s ``{"history", "steps", "resumed_epoch"}``.
+        seconds: wall time from the seed to the end of joint training.
     """
-    valid = (gt > 0) & (depth > 0)
-    if not bool(valid.any()):
-        return None
-    root_ok = valid[:, :, ROOT_JOINT:ROOT_JOINT + 1, :] & valid
-    rel = (depth - depth[:, :, ROOT_JOINT:ROOT_JOINT + 1]) - (gt - gt[:, :, ROOT_JOINT:ROOT_JOINT + 1])
-    return (depth - gt).abs()[valid], rel.abs()[root_ok], ((depth - gt).abs() / gt.clamp(min=1e-6))[valid]
+
+    model: SardeNet
+    tests: dict
+    pretrain_depth_history: list[float]
+    fitted: dict
+    seconds: float
 
 
-@torch.no_grad()
-def evaluate(model: SardeNet, dataset: WindowDataset, labels: list[str], batch_size: int = 32,
-             background: str = OTHER) -> dict:
-    """Held-out metrics on deterministic windows (eval mode).
+def fit_recipe(recipe: dict, parts: list[DatasetSplit], labels: list[str], device: str = "cpu", seed: int = 0,
+               progress: bool = True, max_steps: int | None = None, checkpoint_dir: Path | None = None) -> Trained:
+    """The training schedule of a recipe over read and split datasets (Sec. 3.4).
 
-    Returns:
-        ``top1`` (over samples with a label, argmax over all K classes), ``top1_known``
-        (argmax over classes other than the ``background`` class, ``other`` or ``normal``),
-        ``predicted_other`` (fraction of windows whose argmax is the background class),
-        ``confident_interaction`` (fraction of windows whose argmax is not the background class
-        with probability >= 0.5: would-be events), ``per_class`` (recall per labelled class), ``depth_abs_mm`` (mean |z - z_gt|), ``depth_rootrel_mm``
-        (mean |(z - z_neck) - (z_gt - z_neck_gt)|, frames with a neck), ``depth_absrel``
-        (mean |z - z_gt| / z_gt), ``n``.
+    Seeds torch with ``seed``, builds the mixture (:func:`mixture_datasets`) and the model of
+    ``recipe["model"]`` (``len(labels)`` classes), pre-trains the depth GCN on the training sequences
+    of the ``depth`` parts (:func:`pretrain_depth`), then trains jointly (:func:`fit`; ``max_steps``,
+    ``checkpoint_dir`` as there).
+
+    Raises:
+        RecipeError: the datasets give no training sequence.
     """
-    model.eval()
-    stride = model.recognizer.time_stride
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                        collate_fn=lambda b: collate(b, crop_stride=stride))
-    correct = correct_known = labelled = other = confident = count = 0
-    abs_err, rel_err, absrel = [], [], []
-    hits, seen = np.zeros(len(labels)), np.zeros(len(labels))
-    known = [i for i, name in enumerate(labels) if name != background]
-    other_idx = labels.index(background) if background in labels else -1
-    for batch in loader:
-        scores, depth = model(batch["window"], batch["depth"] if model.depth_mode == "oracle" else None)
-        pred = scores.argmax(1)
-        lab = batch["label"]
-        has = lab >= 0
-        labelled += int(has.sum())
-        correct += int((pred[has] == lab[has]).sum())
-        np.add.at(seen, lab[has].numpy(), 1)
-        np.add.at(hits, lab[has][pred[has] == lab[has]].numpy(), 1)
-        pk = torch.tensor(known)[scores[:, known].argmax(1)]
-        correct_known += int((pk[has] == lab[has]).sum())
-        other += int((pred == other_idx).sum())
-        confident += int(((pred != other_idx) & (scores.max(1).values >= CONFIDENT)).sum())
-        count += len(pred)
-        errors = depth_errors(depth, batch["depth"])
-        if errors is not None:
-            abs_err.append(errors[0])
-            rel_err.append(errors[1])
-            absrel.append(errors[2])
-    out = {"n": count, "top1": correct / labelled if labelled else None,
-           "top1_known": correct_known / labelled if labelled else None,
-           "predicted_other": other / count if count and other_idx >= 0 else None,
-           "confident_interaction": confident / count if count else None,
-           "per_class": {labels[k]: {"n": int(seen[k]), "recall": float(hits[k] / seen[k])}
-                         for k in range(len(labels)) if seen[k]}}
-    if abs_err:
-        out["depth_abs_mm"] = 1000 * float(torch.cat(abs_err).mean())
-        out["depth_rootrel_mm"] = 1000 * float(torch.cat(rel_err).mean())
-        out["depth_absrel"] = float(torch.cat(absrel).mean())
-    return out
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    train_set, tests = mixture_datasets(recipe, parts, labels, seed)
+    model = build_model(recipe.get("model", {}), len(labels)).to(device)
+    pre = pretrain_depth(model, [s for p in parts if p.depth for s in p.train], recipe, seed, progress)
+    fitted = fit(model, train_set, recipe, device, seed, progress, max_steps, checkpoint_dir)
+    seconds = time.perf_counter() - started
+    return Trained(model.cpu().eval(), tests, pre, fitted, seconds)
 
 
 def train(recipe: dict | str | Path, data_dir: Path, out_dir: Path, device: str = "cpu", seed: int = 0,
           progress: bool = True, max_steps: int | None = None) -> Path:
-    """Train SARDE from a recipe; returns the checkpoint path (``out_dir/model.pt``).
+    """Train SARDE from a ``datasets`` recipe; returns the checkpoint path (``out_dir/model.pt``).
 
     Args:
         recipe: dict or YAML path (``configs/models/sarde-default.yaml``).
         data_dir: data root holding ``skeletons/sbu_kinect_interaction`` and ``skeletons/msr_action3d``.
-        out_dir: created; receives ``model.pt``, ``model.json``, ``parity_windows.npy``.
+        out_dir: created; receives ``model.pt``, ``model.json``, ``parity_windows.npy``
+            (:func:`engines.sarde.checkpoint.save_checkpoint`; 3 windows of each held-out dataset, 8 at most).
         device: torch device.
         seed: seeds torch, NumPy and the augmentation.
         progress: tqdm bars.
         max_steps: stop joint training after this many optimiser steps (smoke tests).
 
     Raises:
+        RecipeError: an invalid recipe (:func:`engines.sarde.recipes.check_recipe_keys`, ``load_datasets``).
         FileNotFoundError: if a dataset is missing under ``data_dir``.
     """
     started = time.perf_counter()
     recipe = load_recipe(recipe)
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
     labels = list(recipe["labels"])
     background = str(recipe.get("background", OTHER))
     if "datasets" not in recipe:
         raise RecipeError("recipe: no `datasets:` section; list the datasets to train on (see configs/models/sarde-default.yaml)")
     check_recipe_keys(recipe)
     parts = load_datasets(recipe, data_dir)  # the recipe names every dataset it uses (engines.sarde.datasets)
-    train_set, tests = mixture_datasets(recipe, parts, labels, seed)
-    depth_train = [s for p in parts if p.depth for s in p.train]
-    split_info = {p.name: p.split for p in parts}
-    model = build_model(recipe.get("model", {}), len(labels)).to(device)
-    pre_hist = pretrain_depth(model, depth_train, recipe, seed, progress)
-
-    fitted = fit(model, train_set, recipe, device, seed, progress, max_steps)
-    history, step = fitted["history"], fitted["steps"]
+    trained = fit_recipe(recipe, parts, labels, device, seed, progress, max_steps)
+    model, history, step = trained.model, trained.fitted["history"], trained.fitted["steps"]
     train_seconds = time.perf_counter() - started
-    model.cpu().eval()
-    metrics = {name: evaluate(model, ds, labels, background=background) for name, ds in tests.items()}
-    ckpt = out_dir / "model.pt"
-    torch.save(model.state_dict(), ckpt)
-    # a few real held-out windows (e.g. SBU two-person, MSR one-person) for the exporter's parity check
-    parity = np.stack([ds[i]["window"].numpy() for ds in tests.values() for i in range(min(3, len(ds)))][:8])
-    np.save(out_dir / "parity_windows.npy", parity, allow_pickle=False)
+    metrics = {}
+    for name, ds in trained.tests.items():
+        pred = predict(model, ds)
+        metrics[name] = {**heldout_metrics(pred["scores"], pred["labels"], labels, background),
+                         **depth_summary(pred["depth"])}
     info = {
         "recipe": recipe, "labels": labels, "seed": seed, "metrics": metrics, "history": history,
-        "pretrain_depth_history": pre_hist, "train_seconds": round(train_seconds, 1), "steps": step,
-        "num_parameters": sum(p.numel() for p in model.parameters()),
-        "splits": split_info, "background": background, "torch": torch.__version__,
+        "pretrain_depth_history": trained.pretrain_depth_history, "train_seconds": round(train_seconds, 1),
+        "steps": step, "num_parameters": sum(p.numel() for p in model.parameters()),
+        "splits": {p.name: p.split for p in parts}, "background": background, "torch": torch.__version__,
         "masked_joints": list(recipe.get("window", {}).get("mask_joints", [])),
     }
-    (out_dir / "model.json").write_text(json.dumps(info, indent=2, sort_keys=True))
+    # a few real held-out windows (e.g. SBU two-person, MSR one-person) for the exporter's parity check
+    ckpt = save_checkpoint(out_dir, model, info, parity_windows(trained.tests.values(), 3))
     for name, m in metrics.items():
         log.info("trained in %.0f s; held-out %s: top-1 %s, depth abs %s mm (%d windows)", train_seconds, name,
                  "n/a" if m["top1"] is None else f"{m['top1']:.3f}",
@@ -459,10 +348,9 @@ def train(recipe: dict | str | Path, data_dir: Path, out_dir: Path, device: str 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train the SARDE fused model (depth GCN + ST-GCN).")
-    root = Path(__file__).resolve().parents[2]
-    parser.add_argument("--recipe", type=Path, default=root / "configs/models/sarde-default.yaml")
-    parser.add_argument("--data", type=Path, default=root.parent / "shared/data")
-    parser.add_argument("--out", type=Path, default=root / "artifacts/train/sarde")
+    parser.add_argument("--recipe", type=Path, default=DEFAULT_RECIPE)
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data")
+    parser.add_argument("--out", type=Path, default=ROOT / "artifacts/train/sarde")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-progress", action="store_true")

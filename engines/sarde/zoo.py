@@ -15,13 +15,10 @@ import shutil
 import time
 from pathlib import Path
 
-import yaml
+from engines.sarde.recipes import load_recipe
+from export.sarde import MANIFEST_NAME
 
 log = logging.getLogger(__name__)
-
-#: The default training recipe, in the repository.
-DEFAULT_RECIPE: Path = Path(__file__).resolve().parents[2] / "configs" / "models" / "sarde-default.yaml"
-MANIFEST_NAME = "sarde.json"
 
 
 def recipe_hash(recipe: dict) -> str:
@@ -37,24 +34,11 @@ def recipe_hash(recipe: dict) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
-def load_recipe_file(recipe_path: Path | None = None) -> dict:
-    """The YAML recipe at ``recipe_path`` (default :data:`DEFAULT_RECIPE`) as a dict.
-
-    Raises:
-        FileNotFoundError: no such file. ValueError: not a mapping.
-    """
-    recipe_path = Path(recipe_path) if recipe_path is not None else DEFAULT_RECIPE
-    with open(recipe_path, encoding="utf-8") as fh:
-        recipe = yaml.safe_load(fh)
-    if not isinstance(recipe, dict):
-        raise ValueError(f"recipe {recipe_path} is not a mapping")
-    return recipe
-
-
 def ensure_default_model(artifact_dir: Path, data_dir: Path, recipe_path: Path | None = None,
                          progress: bool = True) -> Path:
-    """:func:`ensure_model` of the YAML recipe at ``recipe_path`` (default :data:`DEFAULT_RECIPE`)."""
-    return ensure_model(load_recipe_file(recipe_path), artifact_dir, data_dir, progress)
+    """:func:`ensure_model` of the YAML recipe at ``recipe_path`` (default
+    :data:`engines.sarde.recipes.DEFAULT_RECIPE`)."""
+    return ensure_model(load_recipe(recipe_path), artifact_dir, data_dir, progress)
 
 
 def ensure_model(recipe: dict, artifact_dir: Path, data_dir: Path, progress: bool = True) -> Path:

@@ -6,11 +6,12 @@ name is the sha256 of those fields (:func:`engine_cache_key`), so a change of an
 new engine; ``<key>.json`` beside ``<key>.engine`` records them. A timing cache
 (``timing.cache``, shared by all builds in the folder) makes rebuilds fast.
 
-Precisions: ``fp32``, ``fp16`` (default), ``int8``. INT8 calibrates on recorded windows
-(:class:`EntropyCalibrator`, real ``(N, 3, T, V, M)`` windows from the daemon or the parity set)
-and is then gated by an accuracy check against the FP32 onnxruntime outputs on held-out windows
-(:func:`check_int8`): if top-1 agreement or the score difference misses its threshold the FP16
-engine is used instead and the manifest says so.
+Precisions: ``fp32``, ``fp16`` (default). INT8 is not built here: an INT8 model is used only behind
+an accuracy gate against FP32 on real data, and that gate is not written for TensorRT yet (it needs a
+GPU to test); see issue 10.
+
+This module is part of the runtime layer (like onnxruntime's TensorRT provider, it turns an ONNX
+graph into an engine on the machine that runs it); :class:`engines.trt.TrtModel` runs the engine.
 
 ``tensorrt`` is imported lazily (the ``tensorrt`` extra, NVIDIA GPUs only); without it every
 builder function raises :class:`TensorRTUnavailable` with the install command. The key logic and
@@ -18,7 +19,7 @@ profile helpers are pure Python and run anywhere.
 
 GPU status: this module was written without a GPU lent to its task; the TensorRT 10 calls follow
 the documented Python API (``create_network(0)`` is explicit-batch, ``build_serialized_network``,
-``IInt8EntropyCalibrator2``, ``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3``) and
+``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3``) and
 are exercised by ``tests/test_tensorrt.py`` where TensorRT is installed.
 """
 from __future__ import annotations
@@ -31,20 +32,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import numpy as np
 
-from export.manifest import atomic_write_bytes, sha256_file
+from engines.manifest import atomic_write_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
 __all__ = ["TensorRTUnavailable", "EngineSpec", "engine_cache_key", "gpu_identity", "import_tensorrt",
-           "build_engine", "batch_profile", "check_int8", "PRECISIONS"]
+           "build_engine", "batch_profile", "PRECISIONS"]
 
-PRECISIONS = ("fp32", "fp16", "int8")
-#: INT8 is accepted only if top-1 agrees with FP32 on at least this fraction of held-out windows ...
-INT8_MIN_TOP1_AGREEMENT: float = 0.98
-#: ... and class probabilities differ by at most this much (max abs).
-INT8_MAX_SCORE_DIFF: float = 0.05
+PRECISIONS = ("fp32", "fp16")
 
 Profiles = Mapping[str, tuple[Sequence[int], Sequence[int], Sequence[int]]]
 
@@ -130,75 +126,17 @@ def engine_cache_key(spec: EngineSpec) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
 
 
-class EntropyCalibrator:
-    """INT8 entropy calibrator over recorded windows (built lazily on a ``tensorrt`` base class).
-
-    Args:
-        batches: list of ``{input name: (B, ...) float32}`` calibration batches.
-        cache_file: where TensorRT's calibration table is kept.
-    """
-
-    def __new__(cls, batches: Sequence[Mapping[str, np.ndarray]], cache_file: Path):
-        trt = import_tensorrt()
-        import torch
-
-        class _Calibrator(trt.IInt8EntropyCalibrator2):
-            def __init__(self):
-                super().__init__()
-                self.batches = list(batches)
-                self.index = 0
-                self.cache_file = Path(cache_file)
-                self.device = {}
-
-            def get_batch_size(self):
-                return int(next(iter(self.batches[0].values())).shape[0])
-
-            def get_batch(self, names):
-                if self.index >= len(self.batches):
-                    return None
-                batch = self.batches[self.index]
-                self.index += 1
-                self.device = {n: torch.from_numpy(np.ascontiguousarray(batch[n], np.float32)).cuda() for n in names}
-                return [int(self.device[n].data_ptr()) for n in names]
-
-            def read_calibration_cache(self):
-                return self.cache_file.read_bytes() if self.cache_file.is_file() else None
-
-            def write_calibration_cache(self, cache):
-                atomic_write_bytes(self.cache_file, bytes(cache))
-
-        return _Calibrator()
-
-
-def check_int8(reference_scores: np.ndarray, int8_scores: np.ndarray,
-               min_top1_agreement: float = INT8_MIN_TOP1_AGREEMENT, max_score_diff: float = INT8_MAX_SCORE_DIFF) -> dict:
-    """Accuracy gate of an INT8 engine vs FP32 on the same held-out windows.
-
-    Args:
-        reference_scores, int8_scores: ``(N, K)`` class probabilities.
-
-    Returns:
-        ``{"top1_agreement", "max_score_diff", "accepted"}``.
-    """
-    ref, got = np.asarray(reference_scores), np.asarray(int8_scores)
-    agree = float((ref.argmax(1) == got.argmax(1)).mean()) if len(ref) else 0.0
-    diff = float(np.abs(ref - got).max()) if len(ref) else float("inf")
-    return {"top1_agreement": agree, "max_score_diff": diff,
-            "accepted": agree >= min_top1_agreement and diff <= max_score_diff}
-
-
 def build_engine(onnx_path: str | Path, cache_dir: str | Path, precision: str = "fp16", profiles: Profiles | None = None,
-                 calibration: Sequence[Mapping[str, np.ndarray]] | None = None, workspace_mib: int = 2048,
+                 workspace_mib: int = 2048,
                  force: bool = False) -> tuple[Path, dict]:
     """Build (or reuse from the cache) a TensorRT engine for an ONNX graph.
 
     Args:
-        onnx_path: the ONNX file (float32 graph; TensorRT chooses FP16/INT8 kernels itself).
+        onnx_path: the ONNX file (float32 graph; TensorRT chooses FP16 kernels itself).
         cache_dir: folder of ``<key>.engine`` + ``<key>.json`` and ``timing.cache``.
-        precision: ``fp32``, ``fp16`` or ``int8`` (needs ``calibration``; INT8 also enables FP16).
+        precision: ``fp32`` or ``fp16``.
         profiles: ``{input: (min, opt, max) shapes}`` for dynamic axes (:func:`batch_profile`);
             default: the declared shapes, with a dynamic batch axis mapped to (1, 8, 32).
-        calibration: INT8 calibration batches ``[{input: array}]`` (recorded real windows).
         workspace_mib: builder workspace memory pool limit.
         force: rebuild even when the cache holds an engine with the same key.
 
@@ -209,14 +147,12 @@ def build_engine(onnx_path: str | Path, cache_dir: str | Path, precision: str = 
     Raises:
         TensorRTUnavailable: tensorrt or a CUDA GPU missing.
         RuntimeError: parsing or building failed (TensorRT's messages included).
-        ValueError: bad precision, or INT8 without calibration data.
+        ValueError: bad precision.
     """
     trt = import_tensorrt()
     onnx_path, cache_dir = Path(onnx_path), Path(cache_dir)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "int8" and not calibration:
-        raise ValueError("INT8 needs calibration batches (recorded windows)")
     gpu, cc = gpu_identity()
     if profiles is None:
         profiles = _default_profiles(onnx_path)
@@ -241,17 +177,12 @@ def build_engine(onnx_path: str | Path, cache_dir: str | Path, precision: str = 
     timing_path = cache_dir / "timing.cache"
     timing = config.create_timing_cache(timing_path.read_bytes() if timing_path.is_file() else b"")
     config.set_timing_cache(timing, ignore_mismatch=False)
-    if precision in ("fp16", "int8"):
+    if precision == "fp16":
         config.set_flag(trt.BuilderFlag.FP16)
-    if precision == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)
-        config.int8_calibrator = EntropyCalibrator(calibration, cache_dir / f"{key}.calib")
     profile = builder.create_optimization_profile()
     for name, (lo, opt, hi) in profiles.items():
         profile.set_shape(name, tuple(lo), tuple(opt), tuple(hi))
     config.add_optimization_profile(profile)
-    if precision == "int8":
-        config.set_calibration_profile(profile)
     t0 = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -281,30 +212,3 @@ def _default_profiles(onnx_path: Path) -> dict:
         else:
             out[value.name] = batch_profile(dims)
     return out
-
-
-def build_int8_gated(onnx_path: str | Path, cache_dir: str | Path, calibration: Sequence[Mapping[str, np.ndarray]],
-                     heldout: Mapping[str, np.ndarray], profiles: Profiles | None = None) -> tuple[Path, dict]:
-    """INT8 engine if it passes :func:`check_int8` against FP32 onnxruntime on ``heldout``, else FP16.
-
-    Args:
-        calibration: calibration batches (recorded windows).
-        heldout: ``{input: (N, ...)}`` windows not used for calibration; output ``scores`` compared.
-
-    Returns:
-        ``(engine path, record)`` with ``record["int8_check"]`` and ``record["precision"]``.
-    """
-    from engines.runtime import OnnxModel
-    from engines.trt import TrtModel
-
-    reference = OnnxModel(onnx_path, ("cpu",)).run(heldout)
-    engine, record = build_engine(onnx_path, cache_dir, "int8", profiles, calibration)
-    got = TrtModel(onnx_path, engine_path=engine).run(heldout)
-    name = "scores" if "scores" in reference else next(iter(reference))
-    gate = check_int8(reference[name], got[name])
-    if gate["accepted"]:
-        return engine, {**record, "int8_check": gate}
-    log.warning("INT8 engine rejected (top-1 agreement %.3f, max score diff %.3f); using FP16",
-                gate["top1_agreement"], gate["max_score_diff"])
-    engine, record = build_engine(onnx_path, cache_dir, "fp16", profiles)
-    return engine, {**record, "int8_check": gate}
