@@ -15,8 +15,8 @@ from typing import Sequence
 import numpy as np
 
 from engines.pose import NUM_OUTPUT_CHANNELS, PoseDecoder
-from engines.runtime import ModelLoadError, OnnxModel
-from engines.manifest import ManifestError, read_manifest, sha256_file
+from engines.runtime import ModelLoadError, OnnxModel, verified_onnx
+from engines.manifest import ManifestError, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +66,7 @@ class PoseDetector:
         self._size = (width, height)
         self.manifest = m
 
-        onnx_path = self.manifest_path.parent / str(m["onnx"])
-        if not onnx_path.is_file():
-            raise ModelLoadError(f"ONNX file {onnx_path} named by manifest {self.manifest_path} not found")
-        if verify_sha256 and m.get("onnx_sha256"):
-            digest = sha256_file(onnx_path)
-            if digest != m["onnx_sha256"]:
-                raise ModelLoadError(f"ONNX file {onnx_path} is corrupt or was replaced: sha256 {digest[:12]}... "
-                                     f"!= manifest {str(m['onnx_sha256'])[:12]}...; re-export it")
+        onnx_path = verified_onnx(self.manifest_path, m if verify_sha256 else {**m, "onnx_sha256": None})
         self.model = OnnxModel(onnx_path, providers=providers, intra_op_threads=intra_op_threads)
         self._check_graph()
         self.decoder = decoder if decoder is not None else PoseDecoder(stride=self.stride)

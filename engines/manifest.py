@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
+from engines.errors import UserError
+
 log = logging.getLogger(__name__)
 
 __all__ = ["ManifestError", "sha256_file", "write_manifest", "read_manifest", "atomic_write_bytes"]
@@ -23,7 +25,7 @@ __all__ = ["ManifestError", "sha256_file", "write_manifest", "read_manifest", "a
 _CHUNK = 1 << 20
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """A manifest is missing, unreadable, not a JSON object, or lacks a required field.
 
     The message always names the manifest path.
@@ -118,3 +120,4 @@ def read_manifest(path: str | Path, required: tuple[str, ...] = ()) -> dict[str,
     if missing:
         raise ManifestError(f"manifest {path} lacks required field(s) {missing}")
     return data
+

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from engines.runtime import ModelLoadError, OnnxModel
+from engines.runtime import ModelLoadError, OnnxModel, verified_onnx
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,8 @@ class Recognizer:
         fps: the daemon's window frame rate; must equal the manifest's (None: not checked).
 
     Raises:
-        ModelLoadError: missing/corrupt manifest or ONNX file, or T / V / M mismatch.
+        ModelLoadError: missing/corrupt manifest, ONNX file missing or not the one the manifest's
+            ``onnx_sha256`` names, or T / V / M mismatch.
     """
 
     def __init__(self, manifest_path: str | Path, providers: Sequence[str] = ("cuda", "cpu"),
@@ -42,9 +43,9 @@ class Recognizer:
         try:
             self.labels: list[str] = list(m["labels"])
             self.num_frames, self.num_joints, self.num_persons = int(m["T"]), int(m["V"]), int(m["M"])
-            onnx_file = path.parent / m["onnx"]
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelLoadError(f"recogniser manifest {path} lacks a field: {exc}") from exc
+        onnx_file = verified_onnx(path, m)
         if (self.num_frames, self.num_persons) != (num_frames, num_persons):
             raise ModelLoadError(
                 f"recogniser {path} expects T={self.num_frames}, M={self.num_persons} but the config says "

@@ -20,9 +20,12 @@ import functools
 import logging
 import os
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from engines.errors import UserError
+from engines.manifest import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +37,7 @@ PROVIDERS: dict[str, str] = {
 }
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError, RuntimeError):
     """A model file is missing, unreadable or not a valid ONNX graph."""
 
 
@@ -107,8 +110,76 @@ def describe_provider(long_name: str) -> str:
             "CPUExecutionProvider": "CPU"}.get(long_name, long_name)
 
 
+#: ``graph_optimization`` names of :func:`create_session`, mapped to onnxruntime's levels.
+GRAPH_OPTIMIZATION: dict[str, str] = {
+    "disabled": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+
+
+def create_session(model: str | Path | bytes, providers: Sequence[str] = ("cpu",), intra_op_threads: int = 0,
+                   graph_optimization: str = "all", optimized_model_path: str | Path | None = None,
+                   trt_cache_dir: str | Path | None = None, fp16: bool = True,
+                   profile: Mapping[str, tuple[Sequence[int], Sequence[int], Sequence[int]]] | None = None):
+    """The project's one way to create an ``onnxruntime.InferenceSession``.
+
+    Session options, the same for every caller: errors-only onnxruntime logging (CUDA / TensorRT
+    load failures on CPU hosts are expected), idle intra-op workers sleep instead of spinning
+    (the daemon shares cores between readers, the engine thread and the post-processing thread;
+    ``SARDE_ORT_SPIN=1`` lets them spin), providers chosen by :func:`select_providers` (CPU always
+    last, so a missing GPU library falls back to CPU) with :func:`provider_options`.
+
+    Args:
+        model: an ``.onnx`` path, or the serialised ``ModelProto`` bytes.
+        providers: short names (``tensorrt``, ``cuda``, ``cpu``), best first.
+        intra_op_threads: onnxruntime intra-op thread count (0 = onnxruntime's default, one per core).
+            Parity checks pass a fixed count so their float summation order does not depend on the host.
+        graph_optimization: ``"all"`` (the default, as the daemon runs), ``"extended"``, ``"basic"``
+            (provider-independent rewrites only) or ``"disabled"`` (the graph exactly as stored).
+        optimized_model_path: when set, onnxruntime saves the graph after its optimisations there.
+        trt_cache_dir: TensorRT EP engine / timing cache folder; default ``trt-cache`` beside a model
+            path (none for bytes).
+        fp16, profile: TensorRT EP FP16 kernels and optimisation profile (:func:`provider_options`).
+
+    Returns:
+        The ``onnxruntime.InferenceSession``; ``get_providers()`` names what really runs, best first.
+
+    Raises:
+        ModelLoadError: the path is missing, or onnxruntime cannot load the model.
+        ValueError: an unknown provider short name or ``graph_optimization`` level.
+    """
+    import onnxruntime as ort
+
+    if graph_optimization not in GRAPH_OPTIMIZATION:
+        raise ValueError(f"unknown graph_optimization {graph_optimization!r}; choose from {sorted(GRAPH_OPTIMIZATION)}")
+    is_path = not isinstance(model, (bytes, bytearray))
+    if is_path and not Path(model).is_file():
+        raise ModelLoadError(f"model file not found: {model}")
+    names = select_providers(providers, ort.get_available_providers())
+    if trt_cache_dir is None and is_path and PROVIDERS["tensorrt"] in names:
+        trt_cache_dir = Path(model).parent / "trt-cache"
+    wanted = [(n, provider_options(n, trt_cache_dir, fp16, profile)) for n in names]
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION[graph_optimization])
+    options.log_severity_level = 3  # CUDA/TensorRT load failures on CPU hosts are expected
+    if optimized_model_path is not None:
+        options.optimized_model_filepath = str(optimized_model_path)
+    if os.environ.get("SARDE_ORT_SPIN", "0") != "1":
+        # Idle onnxruntime workers must sleep, not spin, or they steal the cores of the readers
+        # and of the stage's other thread.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(str(model) if is_path else bytes(model), sess_options=options, providers=wanted)
+    except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
+        what = model if is_path else f"a {len(model)}-byte model"
+        raise ModelLoadError(f"cannot load {what}: {exc}") from exc
+
+
 class OnnxModel:
-    """An onnxruntime session over one ONNX file.
+    """An onnxruntime session over one ONNX file (:func:`create_session`, full graph optimisation).
 
     Args:
         path: the ``.onnx`` file.
@@ -129,30 +200,15 @@ class OnnxModel:
         import onnxruntime as ort
 
         self.path = Path(path)
-        if not self.path.is_file():
-            raise ModelLoadError(f"model file not found: {self.path}")
-        names = select_providers(providers, ort.get_available_providers())
-        if trt_cache_dir is None and PROVIDERS["tensorrt"] in names:
-            trt_cache_dir = self.path.parent / "trt-cache"
-        wanted = [(n, provider_options(n, trt_cache_dir, fp16, profile)) for n in names]
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # CUDA/TensorRT load failures on CPU hosts are expected
-        if os.environ.get("SARDE_ORT_SPIN", "0") != "1":
-            # The daemon shares cores between readers, the engine thread and the post-processing
-            # thread: idle onnxruntime workers must sleep, not spin, or they steal those cores.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=wanted)
-        except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
-            raise ModelLoadError(f"cannot load {self.path}: {exc}") from exc
+        self.session = create_session(self.path, providers, intra_op_threads, trt_cache_dir=trt_cache_dir,
+                                      fp16=fp16, profile=profile)
         self.providers: list[str] = self.session.get_providers()
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.backend = "onnxruntime"
+        asked = select_providers(providers, ort.get_available_providers())
         log.info("%s runs on onnxruntime %s (asked for %s)", self.path.name, describe_provider(self.providers[0]),
-                 ", ".join(describe_provider(n) for n in names))
+                 ", ".join(describe_provider(n) for n in asked))
 
     def input_shape(self, index: int = 0) -> list[int | str | None]:
         """Declared shape of input ``index``; symbolic axes are strings or None."""
@@ -212,3 +268,23 @@ def open_model(path: str | Path, backend: str = "onnxruntime", providers: Sequen
             fallback = [p for p in providers if p != "tensorrt"] or ["cuda", "cpu"]
             return OnnxModel(path, fallback, intra_op_threads)
     return backend_class(backend)(path, providers, intra_op_threads, **options)
+
+
+def verified_onnx(manifest_path: str | Path, manifest: Mapping[str, Any]) -> Path:
+    """The ONNX file a manifest names (``onnx``, relative to the manifest's folder), checked against
+    the manifest's ``onnx_sha256`` when it records one.
+
+    Raises:
+        ModelLoadError: the file is missing, or its sha256 differs (replaced, retrained, corrupt).
+    """
+    manifest_path = Path(manifest_path)
+    onnx_path = manifest_path.parent / str(manifest.get("onnx", ""))
+    if not onnx_path.is_file():
+        raise ModelLoadError(f"ONNX file {onnx_path} named by manifest {manifest_path} not found; re-export the model")
+    expected = manifest.get("onnx_sha256")
+    if expected:
+        digest = sha256_file(onnx_path)
+        if digest != expected:
+            raise ModelLoadError(f"ONNX file {onnx_path} is corrupt or was replaced: sha256 {digest[:12]}... "
+                                f"!= manifest {str(expected)[:12]}...; re-export it with its manifest")
+    return onnx_path

@@ -34,6 +34,7 @@ from typing import Mapping, Sequence
 
 
 from engines.manifest import atomic_write_bytes, sha256_file
+from engines.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ PRECISIONS = ("fp32", "fp16")
 Profiles = Mapping[str, tuple[Sequence[int], Sequence[int], Sequence[int]]]
 
 
-class TensorRTUnavailable(ImportError):
+class TensorRTUnavailable(UserError, ImportError):
     """TensorRT (Python package ``tensorrt``) or a CUDA GPU is not available."""
 
 

@@ -14,7 +14,7 @@ channels ``[0, 18)`` COCO-18 keypoint heatmaps, ``18`` background, ``[19, 57)`` 
 
 Measured on the 2-core development box (onnxruntime 1.23, 2 intra-op threads, batch 1, dm14):
 converted without dequantisation 104 ms/frame (134 ``DequantizeLinear`` nodes run on every call),
-dequantised 80 ms/frame, dequantised + the exact passes of ``export.optimize`` (depthwise scales folded,
+dequantised 80 ms/frame, dequantised + the exact passes of ``export.graph_passes`` (depthwise scales folded,
 odd channel counts zero-padded to multiples of 16) 49 ms/frame; the TFLite interpreter (XNNPACK)
 35-49 ms/frame.
 
@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.manifest import atomic_write_bytes, sha256_file, write_manifest
+from engines.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ PARITY_VIDEOS: tuple[tuple[str, tuple[int, ...]], ...] = (
 )
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """The conversion failed or the converted model does not match its reference."""
 
 
@@ -131,13 +132,11 @@ def _tflite_outputs(interpreter, frames: np.ndarray) -> np.ndarray:
     return np.stack(results)
 
 
-def _session(model_bytes: bytes, threads: int = 2):
-    import onnxruntime as ort
+def _session(model_bytes: bytes):
+    """CPU session for the parity checks: 2 intra-op threads, as the detector runs on the 2-core box."""
+    from engines.runtime import create_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    return ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+    return create_session(model_bytes, ("cpu",), intra_op_threads=2)
 
 
 def _with_dynamic_batch(model):
@@ -242,12 +241,12 @@ def export_detector(weights_path: str | Path, out_dir: str | Path, name: str | N
     output_name = model.graph.output[0].name
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
-    # Inference-friendly graph (export.optimize): fold the per-channel 1x1 depthwise layers into
+    # Inference-friendly graph (export.graph_passes): fold the per-channel 1x1 depthwise layers into
     # their pointwise convolutions and zero-pad odd channel counts (241, 184, 136, 88, 24) to
     # multiples of 16 so onnxruntime's NCHWc kernels take every convolution. Both are exact; each
     # step is checked against the graph before it (BATCH_TOLERANCE) and the reference check below
     # covers the result. 2-core AVX-512 box, 2 threads, batch 1, dm14: 64 -> 49 ms/frame.
-    from export.optimize import optimize_model
+    from export.graph_passes import optimize_model
 
     model, optimisation = optimize_model(model, {input_name: frames[:1]}, tolerance=BATCH_TOLERANCE,
                                          steps=("fold_scale_convs", "pad_channels"))

@@ -22,6 +22,7 @@ import numpy as np
 
 from engines.manifest import atomic_write_bytes, sha256_file, write_manifest
 from engines.skeleton import WINDOW_CHANNELS
+from engines.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +32,8 @@ ONNX_NAME = "sarde.onnx"
 MANIFEST_NAME = "sarde.json"
 
 
-class ParityError(RuntimeError):
+class ParityError(UserError, RuntimeError):
     """The exported graph disagrees with the torch module beyond :data:`PARITY_TOLERANCE`."""
-
-
-def _session(path: Path, threads: int = 0):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 def load_checkpoint(checkpoint: str | Path):
@@ -108,7 +100,9 @@ def export_sarde(checkpoint: str | Path, out_dir: str | Path, parity_windows: np
     onnx_model = onnx.load(str(tmp))
     onnx.checker.check_model(onnx_model)
 
-    sess = _session(tmp)
+    from engines.runtime import create_session
+
+    sess = create_session(tmp, ("cpu",))
     parity = {}
     with torch.no_grad():
         for name, batch in (("batch1", parity_windows[:1]), (f"batch{len(parity_windows)}", parity_windows)):

@@ -14,11 +14,12 @@ import logging
 from pathlib import Path
 
 from pipeline.config import Config
+from engines.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
-class StartupError(RuntimeError):
+class StartupError(UserError, RuntimeError):
     """The daemon cannot start; the message (one line) says what to fix."""
 
 

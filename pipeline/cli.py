@@ -11,24 +11,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 from pathlib import Path
 
+from engines.errors import EXIT_USER_ERROR, UserError
 from pipeline.config import DEFAULT_CONFIG_PATH, Config, ConfigError, SourceConfig, load_config_or_default
+from pipeline.sources import derive_camera_name
 
 log = logging.getLogger("sarde")
-
-def _camera_name(url: str, taken: set[str]) -> str:
-    stem = Path(url.split("?")[0].rstrip("/")).stem or "cam"
-    base = re.sub(r"[^A-Za-z0-9_-]", "_", stem)[:56] or "cam"
-    name, i = base, 1
-    while name in taken:
-        i += 1
-        name = f"{base}-{i}"
-    taken.add(name)
-    return name
-
 
 def _load(args) -> Config:
     overrides: dict = {}
@@ -43,7 +33,7 @@ def _load(args) -> Config:
     if sources:
         taken: set[str] = set()
         try:
-            cfg.sources = [SourceConfig(name=_camera_name(u, taken), url=u, loop=getattr(args, "loop", False)) for u in sources]
+            cfg.sources = [SourceConfig(name=derive_camera_name(u, taken), url=u, loop=getattr(args, "loop", False)) for u in sources]
         except ValueError as exc:
             raise ConfigError(f"--source: {exc}") from exc
     return cfg
@@ -117,6 +107,9 @@ def cmd_export(args) -> int:
     if args.what in ("recognizer", "all"):
         if args.checkpoint:
             from export.sarde import export_sarde
+            ckpt = Path(args.checkpoint)
+            if not ckpt.is_file() or not (ckpt.parent / "model.json").is_file():
+                raise ConfigError(f"--checkpoint {ckpt}: not a checkpoint of `sarde train` (model.pt with model.json beside it)")
             manifest = export_sarde(Path(args.checkpoint), Path(args.out or cfg.paths.artifact_dir / "sarde" / "custom"))
         else:
             manifest = Path(_resolved(cfg, args).recognizer.model)
@@ -127,14 +120,10 @@ def cmd_export(args) -> int:
                 print(path)
         if args.format == "tensorrt":
             from engines.manifest import read_manifest
-            from engines.trt_build import TensorRTUnavailable, build_engine
+            from engines.trt_build import build_engine
             m = read_manifest(manifest, required=("onnx",))
             out = Path(args.out) if args.out and not args.checkpoint else Path(manifest).parent / "trt-cache"
-            try:
-                engine, _record = build_engine(Path(manifest).parent / m["onnx"], out, "fp16" if args.fp16 else "fp32")
-            except TensorRTUnavailable as exc:
-                print(f"sarde: error: {exc}", file=sys.stderr)
-                return 2
+            engine, _record = build_engine(Path(manifest).parent / m["onnx"], out, "fp16" if args.fp16 else "fp32")
             print(engine)
     return 0
 
@@ -156,12 +145,6 @@ def cmd_train(args) -> int:
         raise StartupError(f"training failed: {exc}") from exc
     print(ckpt)
     return 0
-
-
-def cmd_eval(args) -> int:
-    _setup_logging("INFO")
-    from engines.sarde.evaluate import main as eval_main
-    return eval_main(args.rest)
 
 
 def cmd_bench(args) -> int:
@@ -235,9 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--device", default="cpu", help="cpu or cuda")
     sp.add_argument("--seed", type=int, default=0)
     sp.set_defaults(func=cmd_train)
-    sp = sub.add_parser("eval", help="train/evaluate SARDE on the standard protocols (see `sarde eval -h`)", add_help=False)
-    sp.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of engines.sarde.evaluate")
-    sp.set_defaults(func=cmd_eval)
+    # listed for `sarde -h` only: main() hands everything after `eval` to the evaluation commands
+    sub.add_parser("eval", help="evaluate: `sarde eval detector|video ...` on real footage, or train + evaluate SARDE "
+                                "on the standard protocols (see `sarde eval -h`)", add_help=False)
 
     sp = sub.add_parser("bench", help="detector, fused-graph and end-to-end throughput (medians, JSON + table)")
     common(sp, sources=False)
@@ -254,8 +237,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    from engines.runtime import ModelLoadError
-    from pipeline.assets import StartupError
     try:
         if argv[:2] in (["eval", "detector"], ["eval", "video"]):  # the real-footage evaluations
             _setup_logging("INFO")
@@ -270,9 +251,9 @@ def main(argv: list[str] | None = None) -> int:
             return eval_main(argv[1:])
         args = build_parser().parse_args(argv)
         return args.func(args)
-    except (ConfigError, StartupError, ModelLoadError) as exc:
+    except UserError as exc:  # config, models, manifests, recipes, data, ports: one line, exit 2
         print(f"sarde: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

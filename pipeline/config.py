@@ -6,22 +6,23 @@ Relative paths are resolved against the current working directory when the confi
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from engines.errors import UserError
+from pipeline.sources import is_camera_name
+
 Provider = Literal["tensorrt", "cuda", "cpu"]
-CAMERA_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 #: The package's default config (``sarde run`` without ``--config``).
 DEFAULT_CONFIG_PATH: Path = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """The configuration cannot be used; the message says what to fix, in one line."""
 
 
@@ -37,7 +38,7 @@ class PathsConfig(_Strict):
 
 class SourceConfig(_Strict):
     name: str = Field(description="Camera id used in metrics, topics and events: letters, digits, '_' or '-' (1-64 chars).")
-    url: str = Field(description="A video file path (absolute, relative to the working directory, or to paths.data_dir), an rtsp:// URL, or a device (/dev/videoN or an index).")
+    url: str = Field(description="A video file path (absolute, relative to the working directory, or to paths.data_dir), a network URL (rtsp, rtsps, rtmp, http(s), udp, tcp or srt: read live), or a device (/dev/videoN or an index).")
     kind: Literal["auto", "file", "rtsp", "device"] = Field("auto", description="Source type; 'auto' decides from the url.")
     lossless: bool | None = Field(None, description="Send every frame, blocking the reader when the stage is busy (default: true for files, false for live sources, which drop the oldest frames instead).")
     loop: bool = Field(False, description="Restart a file source at its end instead of ending the stream.")
@@ -50,7 +51,7 @@ class SourceConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _camera_name(cls, v: str) -> str:
-        if not CAMERA_RE.match(v):
+        if not is_camera_name(v):
             raise ValueError("use 1-64 letters, digits, '_' or '-'")
         return v
 

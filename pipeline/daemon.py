@@ -20,7 +20,9 @@ from pipeline.assets import StartupError, detector_manifest, recognizer_manifest
 from pipeline.config import Config, SourceConfig
 from pipeline.events import ActionEvent, EventLogic
 from pipeline.metrics import Health, StageMetrics, serve
-from pipeline.readers import ReaderSettings, reader_main
+from pipeline.reader_settings import ReaderSettings
+from pipeline.readers import reader_main
+from pipeline.sources import lossless_default, source_kind
 from pipeline.stage import Stage, StageSettings
 
 #: seconds a cleanly exited file reader's end of stream may take to arrive before the stage ends the camera.
@@ -31,21 +33,22 @@ log = logging.getLogger(__name__)
 __version__ = "0.1.0"
 
 
-def source_kind(src: SourceConfig, url: str) -> str:
-    if src.kind != "auto":
-        return src.kind
-    if url.startswith(("rtsp://", "rtsps://", "http://", "https://")):
-        return "rtsp"
-    if url.startswith("/dev/video") or url.isdigit():
-        return "device"
-    return "file"
-
-
 def reader_settings(cfg: Config, src: SourceConfig, input_size: tuple[int, int]) -> ReaderSettings:
-    """Map one validated source onto the reader's plain settings."""
+    """Map one validated source onto the reader's plain settings.
+
+    Args:
+        cfg: the validated config (transport, recogniser frame rate, data_dir for relative paths).
+        src: one of ``cfg.sources``.
+        input_size: detector input ``(W, H)``, pixels.
+
+    Returns:
+        :class:`ReaderSettings` with the kind resolved by :func:`pipeline.sources.source_kind` (every
+        network URL, rtmp/udp/tcp/srt included, is a live ``rtsp`` reader that reconnects) and
+        ``lossless`` by :func:`pipeline.sources.lossless_default` unless the source sets it.
+    """
     url = cfg.resolve_source_url(src.url)
-    kind = source_kind(src, url)
-    lossless = src.lossless if src.lossless is not None else kind == "file"
+    kind = source_kind(src.kind, url)
+    lossless = src.lossless if src.lossless is not None else lossless_default(kind)
     # Windows are T frames at the model's frame rate: faster sources are decimated at the reader.
     max_fps = src.max_fps if src.max_fps is not None else cfg.recognizer.fps
     return ReaderSettings(
@@ -73,8 +76,11 @@ def load_models(cfg: Config, progress: bool = True):
 
     det_manifest = detector_manifest(cfg)
     d = cfg.detector
-    decoder = PoseDecoder(peak_threshold=d.peak_threshold, paf_threshold=d.paf_threshold,
-                          min_parts=d.min_parts, min_person_score=d.min_person_score)
+    try:
+        decoder = PoseDecoder(peak_threshold=d.peak_threshold, paf_threshold=d.paf_threshold,
+                              min_parts=d.min_parts, min_person_score=d.min_person_score)
+    except ValueError as exc:
+        raise StartupError(f"detector decoder settings: {exc}; fix the detector section of the config") from exc
     detector = PoseDetector(det_manifest, providers=d.providers, decoder=decoder, intra_op_threads=d.intra_op_threads)
     r = cfg.recognizer
     if r.model == "none":  # record-only: detect, track, build and record windows
@@ -94,7 +100,12 @@ class Outputs:
 
         ev = cfg.events
         self.journal = EventJournal(ev.journal) if ev.journal else None
-        self.publisher = EventPublisher(ev.pub_endpoint, ev.topic_prefix, self.journal, context=ctx) if ev.pub_endpoint else None
+        try:
+            self.publisher = EventPublisher(ev.pub_endpoint, ev.topic_prefix, self.journal, context=ctx) if ev.pub_endpoint else None
+        except BaseException:
+            if self.journal is not None:
+                self.journal.close()
+            raise
         self.stdout = ev.stdout
         self.metrics = metrics
         self._retention = (None if ev.journal_retention_days is None else 86400.0 * ev.journal_retention_days,
@@ -122,6 +133,7 @@ class Outputs:
     def __call__(self, event: ActionEvent) -> None:
         from pipeline.journal import JournalError
 
+        failed_before = self.publisher.publish_failed if self.publisher is not None else 0
         try:
             if self.publisher is not None:
                 self.publisher.publish(event)
@@ -133,6 +145,8 @@ class Outputs:
             log.error("journal write failed for event %s: %s", event.event_id, exc)
             if self.publisher is not None:
                 self.publisher.send_only(event)
+        if self.publisher is not None and self.publisher.publish_failed > failed_before:
+            self.metrics.events_publish_failed.inc(self.publisher.publish_failed - failed_before)
         self._since_prune += 1
         if self._since_prune >= self._prune_every:
             self._prune()
@@ -145,6 +159,19 @@ class Outputs:
             self.publisher.close()
         if self.journal is not None:
             self.journal.close()
+
+
+def open_outputs(cfg: Config, ctx: zmq.Context, metrics: StageMetrics) -> Outputs:
+    """:class:`Outputs` of ``cfg``; raises :class:`StartupError` (one line) if the journal cannot be
+    opened or the events endpoint cannot be bound."""
+    from pipeline.journal import JournalError
+
+    try:
+        return Outputs(cfg, ctx, metrics)
+    except JournalError as exc:
+        raise StartupError(f"cannot open the event journal {cfg.events.journal}: {exc}; set events.journal to a writable sqlite file path") from exc
+    except zmq.ZMQError as exc:
+        raise StartupError(f"cannot bind events endpoint {cfg.events.pub_endpoint} ({exc}); set events.pub_endpoint to a free address") from exc
 
 
 def silent_labels(cfg: Config, recognizer) -> list[str]:
@@ -190,7 +217,7 @@ def build_stage(cfg: Config, ctx: zmq.Context, stack: ExitStack, expected_files:
             raise StartupError(f"cannot serve metrics on {cfg.metrics.host}:{cfg.metrics.port} ({exc.strerror}); set metrics.port to a free port") from exc
         stack.callback(server.shutdown)
         metrics.http_port = port  # type: ignore[attr-defined]
-    outputs = Outputs(cfg, ctx, metrics)
+    outputs = open_outputs(cfg, ctx, metrics)
     stack.callback(outputs.close)
     sock = ctx.socket(zmq.PULL)
     sock.setsockopt(zmq.RCVHWM, cfg.transport.rcvhwm)
@@ -198,12 +225,12 @@ def build_stage(cfg: Config, ctx: zmq.Context, stack: ExitStack, expected_files:
     sock.setsockopt(zmq.MAXMSGSIZE, cfg.transport.max_frame_bytes + 8192)
     # A small kernel receive buffer keeps live frames fresh over tcp (ZeroMQ queues the oldest).
     sock.setsockopt(zmq.RCVBUF, 1 << 20)
+    stack.callback(sock.close, 0)  # before bind: an open socket would keep ctx.term() waiting for ever
     bind = cfg.transport.frames_bind or cfg.transport.frames_endpoint
     try:
         sock.bind(bind)
     except zmq.ZMQError as exc:
         raise StartupError(f"cannot bind frames endpoint {bind} ({exc}); set transport.frames_endpoint to a free address") from exc
-    stack.callback(sock.close, 0)
     r, t, ev = cfg.recognizer, cfg.tracking, cfg.events
     settings = StageSettings(
         detector_max_batch=cfg.detector.max_batch, detector_max_wait_ms=cfg.detector.max_wait_ms,
@@ -226,6 +253,27 @@ def build_stage(cfg: Config, ctx: zmq.Context, stack: ExitStack, expected_files:
     return Stage(settings, sock, detector, recognizer, logic, outputs, metrics, health, recorder)
 
 
+def check_file_sources(cfg: Config, sources: list[SourceConfig]) -> None:
+    """Every video file source exists and its first frame decodes (OpenCV); raises
+    :class:`StartupError` naming the first that does not. Live sources are not probed: a camera
+    that is down at start-up is retried by its reader."""
+    import cv2
+
+    for src in sources:
+        path = cfg.resolve_source_url(src.url)
+        if "://" in str(path):
+            continue
+        if not Path(path).is_file():
+            raise StartupError(f"source {src.name}: video file {path} does not exist; fix its url or --source")
+        cap = cv2.VideoCapture(str(path))
+        try:
+            ok = cap.isOpened() and cap.read()[0]
+        finally:
+            cap.release()
+        if not ok:
+            raise StartupError(f"source {src.name}: cannot decode video file {path}; pass a video OpenCV/FFmpeg can read")
+
+
 def start_readers(settings: list[ReaderSettings]) -> list:
     """One spawned reader process per source (daemonic, named ``sarde-reader-<camera>``), started."""
     mpctx = mp.get_context("spawn")
@@ -245,7 +293,8 @@ def run_all(cfg: Config, progress: bool = True) -> int:
     ctx = zmq.Context()
     with ExitStack() as stack:
         stack.callback(ctx.term)
-        kinds = {s.name: source_kind(s, cfg.resolve_source_url(s.url)) for s in cfg.sources}
+        kinds = {s.name: source_kind(s.kind, cfg.resolve_source_url(s.url)) for s in cfg.sources}
+        check_file_sources(cfg, [s for s in cfg.sources if kinds[s.name] == "file"])
         files = [s.name for s in cfg.sources if kinds[s.name] == "file" and not s.loop]
         only_files = len(files) == len(cfg.sources)
         stage = build_stage(cfg, ctx, stack, files if only_files else [], progress)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from pipeline.events import ActionEvent, EventSchemaError
+from engines.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ CREATE INDEX IF NOT EXISTS events_emitted_ts ON events (emitted_ts);
 """
 
 
-class JournalError(RuntimeError):
+class JournalError(UserError, RuntimeError):
     """The journal cannot be opened, read or written (missing, corrupt, not a journal, I/O error)."""
 
 

@@ -310,10 +310,6 @@ class WindowScheduler:
             self._covered.pop(tid, None)
         return windows
 
-    def forget(self, track_id: int) -> None:
-        """Drop the scheduler's state of a track."""
-        self._covered.pop(track_id, None)
-
     # -- internals ---------------------------------------------------------------------------
 
     def _build(self, buffers: TrackBuffers, candidates: list[int], partners: list[int], end_frame: int,

@@ -44,11 +44,12 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
+
+from pipeline.sources import CAMERA_NAME_RULE, is_camera_name
 
 __all__ = [
     "WIRE_VERSION", "MAX_HEADER_BYTES", "MAX_SIDE", "MAX_FRAME_BYTES", "KINDS", "REASONS",
@@ -66,7 +67,6 @@ KINDS = ("frame", "status", "eos")
 #: Every ``WireError.reason``.
 REASONS = ("parts", "header_size", "json", "field", "version", "shape", "size", "dtype")
 
-_CAMERA_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _FIELDS = ("v", "kind", "camera", "seq", "capture_ts", "shape", "dtype", "orig_size", "scale", "pad",
            "source_fps", "dropped", "reconnects", "source_up")
 
@@ -117,12 +117,18 @@ class FrameHeader:
         return data
 
 
+#: largest integer any header field may hold (int64: counters, sequence numbers, Prometheus values).
+MAX_INT = 2**63 - 1
+
+
 def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
+    """A JSON integer (not a bool) within int64."""
+    return isinstance(x, int) and not isinstance(x, bool) and -MAX_INT <= x <= MAX_INT
 
 
 def _is_num(x: Any) -> bool:
-    return (_is_int(x) or isinstance(x, float)) and math.isfinite(x)
+    """A finite JSON number (an integer within int64, or a finite float)."""
+    return _is_int(x) or (isinstance(x, float) and math.isfinite(x))
 
 
 def _int_pair(x: Any) -> bool:
@@ -137,8 +143,8 @@ def _check_fields(h: FrameHeader) -> None:
         raise WireError("version", f"wire version {h.v} is not supported (expected {WIRE_VERSION})")
     if h.kind not in KINDS:
         raise WireError("field", f"kind must be one of {KINDS}, got {h.kind!r}")
-    if not isinstance(h.camera, str) or not _CAMERA_RE.match(h.camera):
-        raise WireError("field", f"camera must match [A-Za-z0-9_-]{{1,64}}, got {str(h.camera)[:80]!r}")
+    if not is_camera_name(h.camera):
+        raise WireError("field", f"camera must match {CAMERA_NAME_RULE}, got {str(h.camera)[:80]!r}")
     if not _is_int(h.seq) or h.seq < 0:
         raise WireError("field", f"seq must be an int >= 0, got {h.seq!r}")
     if not _is_num(h.capture_ts) or h.capture_ts < 0:
@@ -246,8 +252,8 @@ def decode(parts: Sequence[Any], max_frame_bytes: int = MAX_FRAME_BYTES) -> tupl
         raise WireError("header_size", f"header is {raw.nbytes} bytes, more than {MAX_HEADER_BYTES}")
     try:
         obj = json.loads(raw.tobytes().decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise WireError("json", f"header is not UTF-8 JSON: {exc}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: deeply nested arrays
+        raise WireError("json", f"header is not UTF-8 JSON: {str(exc)[:200]}") from None
     if not isinstance(obj, dict):
         raise WireError("json", f"header must be a JSON object, got {type(obj).__name__}")
     if "v" not in obj or not _is_int(obj["v"]):

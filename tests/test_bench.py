@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.bench import _percentile, bench_backends, format_table, run_bench
+from export.backends import bench_backends
+from pipeline.bench import END_TO_END_DEFINITION, _percentile, format_table, run_bench
 from pipeline.config import load_config
 from pipeline.default_model import resolve_models
 
@@ -26,6 +27,12 @@ def _cfg(shared_dir, artifact_cache, tmp_path):
 @pytest.mark.usefixtures("default_model")
 def test_bench_tiny_cpu_run_has_every_key(shared_dir, artifact_cache, tmp_path, monkeypatch):
     monkeypatch.setenv("SARDE_FORCE_CPU", "1")
+    from pipeline.stage import Stage
+
+    def no_step(*_args, **_kwargs):
+        raise AssertionError("the end-to-end figure must come from the daemon's threaded Stage.run")
+
+    monkeypatch.setattr(Stage, "step", no_step)
     cfg = _cfg(shared_dir, artifact_cache, tmp_path)
     result = run_bench(cfg, repeats=1, cameras=(1,), frames_per_camera=12, batches=(1, 2),
                        backends=("torch_eager_cpu", "onnxruntime_cpu"))
@@ -43,6 +50,10 @@ def test_bench_tiny_cpu_run_has_every_key(shared_dir, artifact_cache, tmp_path, 
     assert "tensorrt_native" in bk["skipped"]  # CPU here: every GPU backend is named as skipped
     (row,) = result["end_to_end"]
     assert row["cameras"] == 1 and row["frames"] >= 12 and row["frames_per_s"] > 0
+    assert row["frames_per_s"] == pytest.approx(row["frames"] / row["seconds"])
+    assert row["definition"] == END_TO_END_DEFINITION and "Stage.run" in row["definition"]
+    assert "reached the detector" in row["definition"]
+    assert row["mean_detector_batch"] >= 1
     assert 0 < row["ratio_to_detector_only"] and row["daemon_overhead"] == pytest.approx(1 - row["ratio_to_detector_only"])
     assert set(row["event_latency_ms"]) == {"p50", "p99", "samples"}
     mem = row["memory_mb"]

@@ -1,4 +1,4 @@
-"""Parity of the ONNX optimisation passes (export.optimize) on real graphs and real inputs."""
+"""Parity of the ONNX graph passes (export.graph_passes) and of the SARDE variants (export.optimize) on real graphs and real inputs."""
 from __future__ import annotations
 
 import json
@@ -9,8 +9,9 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from export.optimize import (OptimizeError, batchnorm_report, fold_scale_convs, optimize_model,  # noqa: E402
-                             optimize_sarde, pad_channels, parity, run_onnx, to_fp16)
+from export.graph_passes import (OptimizeError, batchnorm_report, fold_scale_convs, optimize_model,  # noqa: E402
+                                 pad_channels, parity, run_onnx, to_fp16)
+from export.optimize import optimize_sarde  # noqa: E402
 
 
 def _conv_chain(channels: int = 24):
@@ -72,7 +73,7 @@ def test_pad_keeps_clip_with_positive_minimum_exact():
 
 
 def test_optimize_model_rejects_a_broken_step(monkeypatch):
-    import export.optimize as opt
+    import export.graph_passes as opt
 
     model = _conv_chain(24)
     x = np.random.default_rng(3).normal(size=(1, 3, 20, 24)).astype(np.float32)
@@ -94,7 +95,7 @@ def test_detector_graph_optimised_with_recorded_parity(detector_onnx):
     """The exported detector carries the optimisation report; its graph is padded and BN-free."""
     manifest = json.loads(detector_onnx.read_text())
     opt = manifest.get("optimisation")
-    assert opt is not None, "detector exported before export.optimize existed; re-export it"
+    assert opt is not None, "detector exported before export.graph_passes existed; re-export it"
     names = [s["name"] for s in opt["steps"]]
     assert names == ["fold_scale_convs", "pad_channels"]
     assert all(s["parity_vs_previous"]["max_abs_diff"] <= opt["tolerance"] for s in opt["steps"])

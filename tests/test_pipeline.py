@@ -163,15 +163,22 @@ def test_stage_survives_bad_messages(tmp_path, shared_dir, artifact_cache):
         small, s2, p2 = letterbox(frame, (216, 184))
         push.send_multipart(encode_frame(FrameHeader(**{**good, "shape": list(small.shape), "scale": s2, "pad": list(p2)}), small))
         push.send_multipart([encode_frame(FrameHeader(**good), img)[0], img[:10].tobytes()])  # size mismatch
+        # messages that each killed the stage once (issue 9): nesting, huge counters, null orig_size, seq >= 2^63
+        obj = json.loads(encode_frame(FrameHeader(**good), img)[0])
+        push.send_multipart([b"[" * 1000 + b"]" * 1000])
+        push.send_multipart([json.dumps({**obj, "kind": "status", "shape": None, "dropped": 10**400}).encode()])
+        push.send_multipart([json.dumps({**obj, "orig_size": None}).encode(), img.tobytes()])
+        push.send_multipart([json.dumps({**obj, "seq": 2**63}).encode(), img.tobytes()])
         push.send_multipart(encode_frame(FrameHeader(**good), img))  # finally a good frame
         deadline = time.time() + 30
         while time.time() < deadline and stage.metrics.frames_processed.labels("cam")._value.get() < 1:
             stage.step(200)
         text = urllib.request.urlopen(f"http://127.0.0.1:{stage.metrics.http_port}/metrics", timeout=5).read().decode()
     assert _metric(text, "sarde_frames_processed_total", camera="cam") == 1
-    assert _metric(text, "sarde_messages_rejected_total") == 5
+    assert _metric(text, "sarde_messages_rejected_total") == 9
     assert _metric(text, "sarde_messages_rejected_total", reason="parts") == 1
-    assert _metric(text, "sarde_messages_rejected_total", reason="json") == 1
+    assert _metric(text, "sarde_messages_rejected_total", reason="json") == 2
+    assert _metric(text, "sarde_messages_rejected_total", reason="field") == 4
     assert _metric(text, "sarde_messages_rejected_total", reason="frame_size") == 1
 
 

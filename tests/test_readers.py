@@ -21,7 +21,8 @@ import pytest
 import zmq
 
 from engines.letterbox import letterbox
-from pipeline.readers import EXIT_NO_SOURCE, EXIT_OK, EXIT_TRANSPORT, ReaderSettings, infer_kind, mask_url, reader_main, run_reader
+from pipeline.readers import EXIT_NO_SOURCE, EXIT_OK, EXIT_TRANSPORT, ReaderSettings, reader_main, run_reader
+from pipeline.sources import infer_kind, mask_url
 from pipeline.wire import decode
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime")
 
 from engines.sarde.models import build_model  # noqa: E402
 from engines.manifest import read_manifest, sha256_file  # noqa: E402
+from engines.runtime import create_session  # noqa: E402
 
 SHARED = Path(os.environ.get("SARDE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 DATA = SHARED / "data"
@@ -61,7 +62,7 @@ def test_export_parity_and_manifest(checkpoint, sbu_windows, tmp_path):
     assert m["source"]["checkpoint_sha256"] == sha256_file(checkpoint)
     assert m["parity"]["batch1"]["scores_max_abs_diff"] <= 1e-4 and "batch4" in m["parity"]
 
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    sess = create_session(onnx_path, ("cpu",))
     inp = sess.get_inputs()[0]
     assert inp.name == "skeleton" and inp.shape[1:] == [3, 150, 18, 2] and not isinstance(inp.shape[0], int)
     model, _ = load_checkpoint(checkpoint)

@@ -139,6 +139,13 @@ MALFORMED = {
     "float_dtype": ("dtype", _frame_msg(dtype="float32")),
     "short_pixels": ("size", [_frame_msg()[0], _frame_msg()[1][:-1]]),
     "long_pixels": ("size", [_frame_msg()[0], _frame_msg()[1] + b"\0"]),
+    # each of these killed the stage before (RecursionError / OverflowError), issue 9
+    "nested_arrays": ("json", [b"[" * 1000 + b"]" * 1000, b""]),
+    "nested_in_field": ("json", [b'{"v": 1, "shape": ' + b"[" * 1500 + b"]" * 1500 + b"}", b""]),
+    "huge_dropped": ("field", _status_msg(dropped=10**400)),
+    "huge_reconnects": ("field", _status_msg(reconnects=10**400)),
+    "seq_2_63": ("field", _frame_msg(seq=2**63)),
+    "huge_int_capture_ts": ("field", _frame_msg(capture_ts=10**400)),
 }
 
 

@@ -36,6 +36,7 @@ import numpy as np
 
 from engines.datasets import SkeletonSequence
 from engines.layouts import NUM_JOINTS
+from engines.errors import UserError
 
 #: Keys a dataset entry may have.
 DATASET_KEYS = frozenset({"name", "reader", "files", "label_map", "drop_labels", "depth", "repeat", "test",
@@ -45,7 +46,7 @@ READERS = ("sbu", "msr", "utd", "urfd", "npz")
 PAIR_LABELS = frozenset({"fighting"})
 
 
-class RecipeError(ValueError):
+class RecipeError(UserError, ValueError):
     """A recipe's ``datasets`` section is invalid; the message names the entry and the key."""
 
 
