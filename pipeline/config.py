@@ -62,6 +62,7 @@ class TransportConfig(_Strict):
     sndhwm: int = Field(4, ge=1, le=10_000, description="Reader send high-water mark, in frames: small keeps live latency low.")
     rcvhwm: int = Field(8, ge=1, le=10_000, description="Stage receive high-water mark, in frames.")
     max_frame_bytes: int = Field(4096 * 4096 * 3, ge=1024, description="Largest frame buffer accepted on the wire, bytes.")
+    max_cameras: int = Field(64, ge=1, le=4096, description="Without a `sources:` list the stage accepts any camera name: at most this many, so that messages with ever new names cannot grow its memory, metrics and /healthz without bound (more are rejected as `camera`).")
 
 
 class DetectorConfig(_Strict):

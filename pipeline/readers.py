@@ -29,6 +29,7 @@ Credentials in URLs are masked (:func:`pipeline.sources.mask_url`) in every log 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -316,4 +317,25 @@ def reader_main(settings: ReaderSettings, stop: Any = None) -> None:
             stop.set()
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(), stop, settings.camera), name="parent-watch",
+                     daemon=True).start()
     raise SystemExit(run_reader(settings, stop))
+
+
+#: seconds a reader whose parent died may take to stop cleanly before it exits hard.
+ORPHAN_GRACE_S = 3.0
+
+
+def _exit_with_parent(parent: int, stop: Any, camera: str, period_s: float = 0.5) -> None:
+    """Stop this reader when the process that started it is gone (``kill -9`` of the stage): an
+    orphan would otherwise keep decoding and push its frames into the next stage on the same
+    endpoint. Sets ``stop``, then exits with :data:`EXIT_TRANSPORT` after :data:`ORPHAN_GRACE_S`
+    if the reader has not returned by then (a blocked send or lingering close)."""
+    while os.getppid() == parent:
+        if stop.is_set():
+            return
+        time.sleep(period_s)
+    log.error("camera %s: parent process %d is gone; stopping this reader", camera, parent)
+    stop.set()
+    time.sleep(ORPHAN_GRACE_S)
+    os._exit(EXIT_TRANSPORT)

@@ -94,7 +94,8 @@ class StageSettings:
     max_age: int = 15
     max_distance: float = 0.5
     min_joints: int = 3
-    cameras: list[str] | None = None  # None: accept any camera name
+    cameras: list[str] | None = None  # None: accept any camera name ...
+    max_cameras: int = 64  # ... up to this many
     end_when_all_eos: bool = False
     expected_cameras: list[str] = field(default_factory=list)
 
@@ -145,6 +146,8 @@ class Stage:
         if cam is None:
             if self.s.cameras is not None and name not in self.s.cameras:
                 return None
+            if self.s.cameras is None and len(self.cameras) >= self.s.max_cameras:
+                return None
             with self._control_lock:
                 cam = self.cameras.get(name) or self._new_camera(name)
         return cam
@@ -176,7 +179,7 @@ class Stage:
             return None
         cam = self._camera(header.camera)
         if cam is None:
-            self._reject("camera", f"unknown camera {header.camera!r}")
+            self._reject("camera", f"unknown camera {header.camera!r} (not in sources, or more than max_cameras)")
             return None
         self._reader_counters(cam, header)
         if header.kind == "status":

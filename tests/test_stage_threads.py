@@ -61,3 +61,31 @@ def test_end_of_stream_from_both_threads_is_never_lost(tmp_path, detector_onnx, 
     assert all(stage.cameras[n].ended for n in names)
     rejected = [m for m in metrics.registry.collect() if m.name == "sarde_messages_rejected"]
     assert not any(sample.value for m in rejected for sample in m.samples if sample.name.endswith("_total"))
+
+
+def test_new_camera_names_are_bounded(tmp_path, detector_onnx):
+    """Without a camera list, status messages with ever new names create at most max_cameras states."""
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    pull.bind(f"ipc://{tmp_path}/frames.sock")
+    push = ctx.socket(zmq.PUSH)
+    push.connect(f"ipc://{tmp_path}/frames.sock")
+    metrics = StageMetrics()
+    stage = Stage(StageSettings(cameras=None, max_cameras=5), pull, PoseDetector(detector_onnx, providers=["cpu"]),
+                  None, None, lambda e: None, metrics, Health(metrics, [], 30.0))
+    try:
+        for i in range(50):
+            push.send_multipart(encode_status(FrameHeader(kind="status", camera=f"c{i}", seq=0, capture_ts=time.time())))
+        deadline = time.time() + 20
+        rejected = 0.0
+        while time.time() < deadline:
+            stage.step(50)
+            rejected = metrics.registry.get_sample_value("sarde_messages_rejected_total", {"reason": "camera"}) or 0.0
+            if len(stage.cameras) + rejected >= 50:
+                break
+    finally:
+        push.close(0)
+        pull.close(0)
+        ctx.term()
+    assert sorted(stage.cameras) == [f"c{i}" for i in range(5)]
+    assert rejected == 45
