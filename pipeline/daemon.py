@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing as mp
 import signal
@@ -112,6 +113,22 @@ class Outputs:
                            ev.journal_max_events)
         self._prune_every, self._since_prune = ev.journal_prune_every, 0
         self._prune()
+        self._close_open_actions()
+
+    def _close_open_actions(self) -> None:
+        """Actions a previous stage started and never ended (it was killed) get their ``end`` now:
+        same ``event_id``, camera, tracks and label, the last stored score, and a window from the first
+        stored event's start to the last one's end; emitted like any event (journal, PUB, stdout)."""
+        if self.journal is None:
+            return
+        from pipeline.events import EventWindow
+
+        for first, last in self.journal.open_actions():
+            span = EventWindow(start_ts=first.window.start_ts, end_ts=last.window.end_ts,
+                               start_frame=first.window.start_frame, end_frame=last.window.end_frame)
+            log.warning("camera %s: action %s (%s) was left open by a stage that stopped without ending it; ending it now",
+                        last.camera, last.event_id, last.label)
+            self(dataclasses.replace(last, phase="end", window=span, emitted_ts=time.time()))
 
     def _prune(self) -> None:
         """Journal retention (config ``events.journal_*``); a failure is logged and counted, never fatal."""

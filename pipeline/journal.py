@@ -165,6 +165,26 @@ class EventJournal:
             if remaining is not None:
                 remaining -= len(rows)
 
+    def open_actions(self) -> list[tuple[ActionEvent, ActionEvent]]:
+        """Actions with no ``end`` event (their stage died: ``kill -9``, power loss), oldest first.
+
+        Returns:
+            ``[(first, last)]``: the first and the last stored event of each such ``event_id``.
+
+        Raises:
+            JournalError: on a read error or a stored row that is not a valid event.
+        """
+        sql = ("SELECT f.json, l.json FROM (SELECT event_id, MIN(seq) AS first, MAX(seq) AS last FROM events "
+               "GROUP BY event_id HAVING SUM(phase = 'end') = 0) o "
+               "JOIN events f ON f.seq = o.first JOIN events l ON l.seq = o.last ORDER BY o.first")
+        try:
+            rows = self._db.execute(sql).fetchall()
+            return [(ActionEvent.from_json(a), ActionEvent.from_json(b)) for a, b in rows]
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot read journal {self.path}: {exc}") from exc
+        except EventSchemaError as exc:
+            raise JournalError(f"journal {self.path}: a stored row is not a valid event: {exc}") from exc
+
     def prune(self, max_age_s: float | None = None, max_events: int | None = None,
               now: float | None = None) -> int:
         """Retention: delete events older than ``max_age_s`` (by ``emitted_ts``, Unix s) and all but the

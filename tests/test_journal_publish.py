@@ -103,6 +103,35 @@ def test_daemon_outputs_apply_retention(tmp_path):
         outputs.close()
 
 
+def test_actions_left_open_by_a_killed_stage_are_ended_at_the_next_start(tmp_path):
+    """A stage killed mid-action leaves a start (and updates) without an end; the next start ends it once."""
+    from prometheus_client import CollectorRegistry
+
+    from pipeline.config import Config
+    from pipeline.daemon import Outputs
+    from pipeline.metrics import StageMetrics
+
+    path = tmp_path / "events.db"
+    now = time.time()
+    start = dataclasses.replace(make_event(label="fighting", i=0), emitted_ts=now - 60)
+    update = dataclasses.replace(start, phase="update", score=0.9, window=EventWindow(40.0, 45.0, 30, 179), emitted_ts=now - 50)
+    done = dataclasses.replace(make_event(camera="cam2", i=3), emitted_ts=now - 40)
+    with EventJournal(path) as journal:
+        for e in (start, update, done, dataclasses.replace(done, phase="end", emitted_ts=now - 30)):
+            journal.append(e)
+    cfg = Config.model_validate({"sources": [], "events": {"journal": str(path), "pub_endpoint": None, "stdout": False}})
+    for _ in range(2):  # the second start finds nothing left open
+        Outputs(cfg, zmq.Context.instance(), StageMetrics(CollectorRegistry())).close()
+    with EventJournal(path, readonly=True) as journal:
+        events = [e for _, e in journal.read()]
+        assert journal.open_actions() == []
+    assert len(events) == 5
+    end = events[-1]
+    assert (end.event_id, end.phase, end.camera, end.label, end.track_ids) == (start.event_id, "end", "cam1", "fighting", [1, 2])
+    assert end.score == 0.9 and end.emitted_ts >= now
+    assert (end.window.start_ts, end.window.end_ts, end.window.start_frame, end.window.end_frame) == (10.0, 45.0, 0, 179)
+
+
 def test_events_survive_a_killed_writer(tmp_path):
     """A writer SIGKILLed right after append (no close, no checkpoint) loses nothing."""
     path = tmp_path / "events.db"
