@@ -25,6 +25,7 @@ from pipeline.reader_settings import ReaderSettings
 from pipeline.readers import reader_main
 from pipeline.sources import lossless_default, source_kind
 from pipeline.stage import Stage, StageSettings
+from pipeline.wire import MAX_HEADER_BYTES
 
 #: seconds a cleanly exited file reader's end of stream may take to arrive before the stage ends the camera.
 EOS_GRACE_S = 10.0
@@ -239,7 +240,11 @@ def build_stage(cfg: Config, ctx: zmq.Context, stack: ExitStack, expected_files:
     sock = ctx.socket(zmq.PULL)
     sock.setsockopt(zmq.RCVHWM, cfg.transport.rcvhwm)
     sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.MAXMSGSIZE, cfg.transport.max_frame_bytes + 8192)
+    # Every part is bounded before libzmq allocates it: a frame is exactly the detector input
+    # (W x H x 3 bytes, the readers letterbox to it), a header at most MAX_HEADER_BYTES; a peer that
+    # sends a bigger part is disconnected by libzmq and its message never reaches the stage.
+    w, h = detector.input_size
+    sock.setsockopt(zmq.MAXMSGSIZE, min(cfg.transport.max_frame_bytes, int(w) * int(h) * 3) + MAX_HEADER_BYTES)
     # A small kernel receive buffer keeps live frames fresh over tcp (ZeroMQ queues the oldest).
     sock.setsockopt(zmq.RCVBUF, 1 << 20)
     stack.callback(sock.close, 0)  # before bind: an open socket would keep ctx.term() waiting for ever

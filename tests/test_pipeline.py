@@ -169,6 +169,13 @@ def test_stage_survives_bad_messages(tmp_path, shared_dir, artifact_cache):
         push.send_multipart([json.dumps({**obj, "kind": "status", "shape": None, "dropped": 10**400}).encode()])
         push.send_multipart([json.dumps({**obj, "orig_size": None}).encode(), img.tobytes()])
         push.send_multipart([json.dumps({**obj, "seq": 2**63}).encode(), img.tobytes()])
+        big = ctx.socket(zmq.PUSH)  # a 45 MB part: refused by libzmq before the stage allocates or decodes it
+        big.setsockopt(zmq.LINGER, 0)
+        big.connect(cfg.transport.frames_endpoint)
+        stack.callback(big.close, 0)
+        big.send_multipart([encode_frame(FrameHeader(**good), img)[0], bytes(45 << 20)])
+        for _ in range(5):  # everything sent so far reaches the stage (or is refused) before the good frame
+            stage.step(200)
         push.send_multipart(encode_frame(FrameHeader(**good), img))  # finally a good frame
         deadline = time.time() + 30
         while time.time() < deadline and stage.metrics.frames_processed.labels("cam")._value.get() < 1:
@@ -180,6 +187,7 @@ def test_stage_survives_bad_messages(tmp_path, shared_dir, artifact_cache):
     assert _metric(text, "sarde_messages_rejected_total", reason="json") == 2
     assert _metric(text, "sarde_messages_rejected_total", reason="field") == 4
     assert _metric(text, "sarde_messages_rejected_total", reason="frame_size") == 1
+    assert _metric(text, "sarde_messages_rejected_total", reason="size") == 1  # the short-pixels one, not the 45 MB one
 
 
 @pytest.mark.usefixtures("default_model")
