@@ -25,10 +25,8 @@ from pipeline.reader_settings import ReaderSettings
 from pipeline.readers import reader_main
 from pipeline.sources import lossless_default, source_kind
 from pipeline.stage import Stage, StageSettings
+from pipeline.watchdog import ReaderWatchdog
 from pipeline.wire import MAX_HEADER_BYTES
-
-#: seconds a cleanly exited file reader's end of stream may take to arrive before the stage ends the camera.
-EOS_GRACE_S = 10.0
 
 log = logging.getLogger(__name__)
 
@@ -323,29 +321,11 @@ def run_all(cfg: Config, progress: bool = True) -> int:
         settings = [reader_settings(cfg, s, stage.input_size) for s in cfg.sources]
         procs = start_readers(settings)
         stack.callback(_stop_processes, procs)
-        exited: dict[str, float] = {}  # camera -> monotonic time its reader process was seen dead
-
-        def check_readers() -> None:
-            """End the camera of a file reader that died without its ``eos`` reaching the stage:
-            at once if it failed (no eos was sent), after EOS_GRACE_S if it exited cleanly (its
-            eos is then still in flight, or was lost)."""
-            now = time.monotonic()
-            for s, p in zip(settings, procs):
-                if p.is_alive() or s.kind != "file":
-                    continue
-                cam = stage.cameras.get(s.camera)
-                if s.camera not in exited:
-                    exited[s.camera] = now
-                    if p.exitcode != 0:
-                        log.error("reader for camera %s exited with code %s", s.camera, p.exitcode)
-                        stage.end_camera_by_name(s.camera)
-                elif p.exitcode == 0 and (cam is None or not cam.ended) and now - exited[s.camera] > EOS_GRACE_S:
-                    log.warning("camera %s: reader exited cleanly %.0f s ago but its end of stream never arrived; ending it",
-                                s.camera, now - exited[s.camera])
-                    exited[s.camera] = float("inf")
-                    stage.end_camera_by_name(s.camera)
-
-        stage.run(stop, idle=check_readers)
+        watchdog = ReaderWatchdog(
+            settings, procs, start=lambda st: start_readers([st])[0], end_camera=stage.end_camera_by_name,
+            camera_ended=lambda name: name in stage.cameras and stage.cameras[name].ended,
+            restarts=lambda camera: stage.metrics.reader_restarts.labels(camera).inc())
+        stage.run(stop, idle=watchdog.check)
         log.info("stage done: %d windows classified, %d events", stage.windows_total, stage.events_total)
     return 0
 

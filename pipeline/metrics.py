@@ -48,6 +48,7 @@ class StageMetrics:
         self.journal_pruned = Counter("sarde_journal_pruned_total", "Events deleted from the journal by its retention policy.", registry=r)
         self.journal_errors = Counter("sarde_journal_errors_total", "Events the journal failed to store (still published).", registry=r)
         self.reader_reconnects = Counter("sarde_reader_reconnects_total", "Source reopen attempts reported by readers.", ["camera"], registry=r)
+        self.reader_restarts = Counter("sarde_reader_restarts_total", "Reader processes restarted by the daemon's watchdog after they died.", ["camera"], registry=r)
         self.camera_up = Gauge("sarde_camera_up", "1 if the camera delivered a frame within camera_timeout_s and its reader reports the source up.", ["camera"], registry=r)
         self.camera_last_frame = Gauge("sarde_camera_last_frame_timestamp_seconds", "Unix time the stage last received a frame from the camera.", ["camera"], registry=r)
         self.build_info = Info("sarde_build", "Version, models and execution providers in use.", registry=r)

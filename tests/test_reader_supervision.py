@@ -1,0 +1,120 @@
+"""Reader supervision through the real ``sarde run``: a killed reader is restarted and its frames
+resume (the watchdog); readers end with their stage (after ``kill -9`` of the stage none stays alive
+to push frames into the next stage on the same endpoint)."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped by init) counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_readers_exit_when_the_stage_is_killed(tmp_path, shared_dir, artifact_cache, default_model):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        f"paths: {{data_dir: '{shared_dir / 'data'}', pose_model_dir: '{shared_dir / 'models' / 'pose'}', artifact_dir: '{artifact_cache}'}}\n"
+        f"transport: {{frames_endpoint: 'ipc://{tmp_path}/f.sock'}}\n"
+        f"recognizer: {{model: '{default_model}'}}\n"
+        f"events: {{pub_endpoint: null, journal: '{tmp_path}/ev.db', stdout: false}}\nmetrics: {{enabled: false}}\n")
+    clip = shared_dir / "data" / "videos" / "openpose" / "street.avi"
+    stage = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--config", str(cfg), "--no-progress",
+                              "--source", str(clip), "--source", str(clip), "--loop"],
+                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        readers: list[int] = []
+        while time.time() < deadline:
+            readers = [p for p in _children(stage.pid)
+                       if "resource_tracker" not in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+            if len(readers) >= 2:
+                break
+            time.sleep(0.5)
+        assert len(readers) >= 2, "the readers did not start"
+        time.sleep(3)  # frames flowing
+        stage.send_signal(signal.SIGKILL)
+        stage.wait(10)
+        deadline = time.time() + 15
+        while time.time() < deadline and any(_alive(p) for p in readers):
+            time.sleep(0.5)
+        left = [p for p in readers if _alive(p)]
+    finally:
+        if stage.poll() is None:
+            stage.kill()
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    assert not left, f"reader processes {left} outlived their stage"
+
+
+def _metric(port: int, name: str, camera: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") and f'camera="{camera}"' in line)
+
+
+def test_a_killed_reader_is_restarted_and_frames_resume(tmp_path, shared_dir, artifact_cache, default_model):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        f"paths: {{data_dir: '{shared_dir / 'data'}', pose_model_dir: '{shared_dir / 'models' / 'pose'}', artifact_dir: '{artifact_cache}'}}\n"
+        f"transport: {{frames_endpoint: 'ipc://{tmp_path}/f.sock'}}\n"
+        f"recognizer: {{model: '{default_model}'}}\n"
+        f"events: {{pub_endpoint: null, journal: '{tmp_path}/ev.db', stdout: false}}\n"
+        f"metrics: {{host: 127.0.0.1, port: {port}}}\n")
+    clip = shared_dir / "data" / "videos" / "openpose" / "street.avi"
+    stage = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--config", str(cfg), "--no-progress",
+                              "--source", str(clip), "--loop"],
+                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if _metric(port, "sarde_frames_received_total", "street") >= 5:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        (reader,) = [p for p in _children(stage.pid)
+                     if "resource_tracker" not in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+        os.kill(reader, signal.SIGKILL)
+        at_kill = _metric(port, "sarde_frames_received_total", "street")
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if (_metric(port, "sarde_reader_restarts_total", "street") == 1
+                    and _metric(port, "sarde_frames_received_total", "street") >= at_kill + 5):
+                break
+            time.sleep(0.5)
+        restarts = _metric(port, "sarde_reader_restarts_total", "street")
+        frames = _metric(port, "sarde_frames_received_total", "street")
+        assert stage.poll() is None, stage.stderr.read()[-2000:]
+    finally:
+        stage.send_signal(signal.SIGINT)
+        try:
+            stage.wait(20)
+        except subprocess.TimeoutExpired:
+            stage.kill()
+    assert restarts == 1
+    assert frames >= at_kill + 5, (at_kill, frames)
