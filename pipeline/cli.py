@@ -88,13 +88,24 @@ def cmd_events(args) -> int:
         finally:
             journal.close()
         return 0
+    from pipeline.daemon import client_curve
     from pipeline.publish import subscribe
+    curve = client_curve(load_config_or_default(args.config), args.connect) if args.config else None
     try:
-        for event in subscribe(args.connect, args.topic or "", timeout_s=args.timeout):
+        for event in subscribe(args.connect, args.topic or "", timeout_s=args.timeout, curve=curve):
             sys.stdout.write(event.to_json() + "\n")
             sys.stdout.flush()
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+def cmd_keys(args) -> int:
+    from pipeline.curve import generate_keys
+
+    public, secret = generate_keys(args.out, args.name)
+    print(public)
+    print(secret)
     return 0
 
 
@@ -194,7 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--since", type=int, default=0, help="journal: only events after this sequence number")
     sp.add_argument("--camera", help="journal: only this camera")
     sp.add_argument("--timeout", type=float, default=None, help="live: stop after this many seconds")
+    sp.add_argument("--config", type=Path, help="live: config whose transport.curve client keys subscribe to a CURVE endpoint")
     sp.set_defaults(func=cmd_events)
+
+    sp = sub.add_parser("keys", help="make a CURVE key pair (ZeroMQ certificates) for transport.curve")
+    sp.add_argument("--out", type=Path, required=True, help="folder for <name>.key (public) and <name>.key_secret")
+    sp.add_argument("--name", required=True, help="e.g. stage, or the reader's / subscriber's host name")
+    sp.set_defaults(func=cmd_keys)
 
     sp = sub.add_parser("export", help="convert models to ONNX (with manifests and parity checks)")
     common(sp, sources=False)

@@ -56,12 +56,29 @@ class SourceConfig(_Strict):
         return v
 
 
+class CurveConfig(_Strict):
+    server_key: Path | None = Field(None, description="Stage: its CURVE certificate (.key_secret from `sarde keys`); makes the tcp frames and events endpoints CURVE servers.")
+    authorized_keys: Path | None = Field(None, description="Stage: folder of the public .key files of the readers and subscribers allowed to connect.")
+    server_public_key: Path | None = Field(None, description="Readers and `sarde events`: the stage's public .key file.")
+    client_key: Path | None = Field(None, description="Readers and `sarde events`: their own .key_secret certificate (its .key must be in the stage's authorized_keys).")
+
+    @model_validator(mode="after")
+    def _pairs(self):
+        if (self.server_key is None) != (self.authorized_keys is None):
+            raise ValueError("server_key and authorized_keys go together (the stage side)")
+        if (self.server_public_key is None) != (self.client_key is None):
+            raise ValueError("server_public_key and client_key go together (the reader / subscriber side)")
+        return self
+
+
 class TransportConfig(_Strict):
     frames_endpoint: str = Field("ipc:///tmp/sarde-frames.sock", description="ZeroMQ endpoint the stage binds (PULL) and readers connect to (PUSH): ipc:// on one host, tcp:// across hosts.")
     frames_bind: str | None = Field(None, description="Endpoint the stage binds if it differs from the one readers connect to (e.g. tcp://0.0.0.0:5555).")
     sndhwm: int = Field(4, ge=1, le=10_000, description="Reader send high-water mark, in frames: small keeps live latency low.")
     rcvhwm: int = Field(8, ge=1, le=10_000, description="Stage receive high-water mark, in frames.")
     max_frame_bytes: int = Field(4096 * 4096 * 3, ge=1024, description="Largest frame buffer accepted on the wire, bytes.")
+    curve: CurveConfig | None = Field(None, description="CURVE keys for the tcp endpoints (frames, events); ipc and loopback need none.")
+    insecure: bool = Field(False, description="Allow binding a non-loopback tcp endpoint (frames, events) without CURVE keys (logged as a warning at start).")
     max_cameras: int = Field(64, ge=1, le=4096, description="Without a `sources:` list the stage accepts any camera name: at most this many, so that messages with ever new names cannot grow its memory, metrics and /healthz without bound (more are rejected as `camera`).")
 
 

@@ -19,6 +19,7 @@ import zmq
 
 from pipeline.assets import StartupError, detector_manifest, recognizer_manifest
 from pipeline.config import Config, SourceConfig
+from pipeline.curve import is_loopback_endpoint, load_keypair, load_public_key, make_server, start_authenticator
 from pipeline.events import ActionEvent, EventLogic
 from pipeline.metrics import Health, StageMetrics, serve
 from pipeline.reader_settings import ReaderSettings
@@ -56,7 +57,45 @@ def reader_settings(cfg: Config, src: SourceConfig, input_size: tuple[int, int])
         input_size=tuple(input_size), endpoint=cfg.transport.frames_endpoint, sndhwm=cfg.transport.sndhwm,
         open_timeout_ms=src.open_timeout_ms, read_timeout_ms=src.read_timeout_ms,
         backoff_initial_s=src.backoff_initial_s, backoff_max_s=src.backoff_max_s,
+        curve=client_curve(cfg, cfg.transport.frames_endpoint),
     )
+
+
+def client_curve(cfg: Config, endpoint: str) -> tuple[bytes, tuple[bytes, bytes]] | None:
+    """CURVE client keys ``(server public, (public, secret))`` for connecting to ``endpoint`` (a
+    reader, ``sarde events``): from ``transport.curve`` when the endpoint is tcp and the client keys
+    are configured, else None. Raises :class:`pipeline.curve.CurveError` on a bad key file."""
+    c = cfg.transport.curve
+    if c is None or c.client_key is None or not endpoint.startswith("tcp://"):
+        return None
+    return load_public_key(c.server_public_key), load_keypair(c.client_key)
+
+
+def server_curve(cfg: Config, ctx: zmq.Context, stack: ExitStack) -> tuple[bytes, bytes] | None:
+    """The stage's CURVE key pair, with the ZAP authenticator for ``authorized_keys`` started on
+    ``ctx`` (stopped by ``stack``); None without ``transport.curve.server_key``. Every non-loopback tcp
+    endpoint the stage binds needs it unless ``transport.insecure``.
+
+    Raises:
+        StartupError: a non-loopback endpoint without keys and without ``insecure: true``.
+        pipeline.curve.CurveError: a bad key file or folder.
+    """
+    c = cfg.transport.curve
+    binds = [e for e in (cfg.transport.frames_bind or cfg.transport.frames_endpoint, cfg.events.pub_endpoint) if e]
+    exposed = [e for e in binds if not is_loopback_endpoint(e)]
+    if c is None or c.server_key is None:
+        if exposed and not cfg.transport.insecure:
+            raise StartupError(f"{exposed[0]} is reachable from other hosts without CURVE keys: make keys with `sarde keys` "
+                               "and set transport.curve, bind 127.0.0.1, or set transport.insecure: true")
+        if exposed:
+            log.warning("transport.insecure: %s bound without CURVE: anyone who reaches it can send frames / read events",
+                        ", ".join(exposed))
+        return None
+    keypair = load_keypair(c.server_key)
+    auth = start_authenticator(ctx, c.authorized_keys)
+    stack.callback(auth.stop)
+    log.info("CURVE on the tcp endpoints; clients admitted from %s", c.authorized_keys)
+    return keypair
 
 
 def install_signal_handlers(stop: threading.Event) -> None:
@@ -94,14 +133,17 @@ def load_models(cfg: Config, progress: bool = True):
 class Outputs:
     """Where events go: journal (durable, first), ZeroMQ PUB, stdout as JSON lines."""
 
-    def __init__(self, cfg: Config, ctx: zmq.Context, metrics: StageMetrics):
+    def __init__(self, cfg: Config, ctx: zmq.Context, metrics: StageMetrics,
+                 curve_keypair: tuple[bytes, bytes] | None = None):
         from pipeline.journal import EventJournal
         from pipeline.publish import EventPublisher
 
         ev = cfg.events
         self.journal = EventJournal(ev.journal) if ev.journal else None
         try:
-            self.publisher = EventPublisher(ev.pub_endpoint, ev.topic_prefix, self.journal, context=ctx) if ev.pub_endpoint else None
+            curve = curve_keypair if ev.pub_endpoint and ev.pub_endpoint.startswith("tcp://") else None
+            self.publisher = (EventPublisher(ev.pub_endpoint, ev.topic_prefix, self.journal, context=ctx, curve_keypair=curve)
+                              if ev.pub_endpoint else None)
         except BaseException:
             if self.journal is not None:
                 self.journal.close()
@@ -177,13 +219,14 @@ class Outputs:
             self.journal.close()
 
 
-def open_outputs(cfg: Config, ctx: zmq.Context, metrics: StageMetrics) -> Outputs:
+def open_outputs(cfg: Config, ctx: zmq.Context, metrics: StageMetrics,
+                 curve_keypair: tuple[bytes, bytes] | None = None) -> Outputs:
     """:class:`Outputs` of ``cfg``; raises :class:`StartupError` (one line) if the journal cannot be
     opened or the events endpoint cannot be bound."""
     from pipeline.journal import JournalError
 
     try:
-        return Outputs(cfg, ctx, metrics)
+        return Outputs(cfg, ctx, metrics, curve_keypair)
     except JournalError as exc:
         raise StartupError(f"cannot open the event journal {cfg.events.journal}: {exc}; set events.journal to a writable sqlite file path") from exc
     except zmq.ZMQError as exc:
@@ -233,7 +276,8 @@ def build_stage(cfg: Config, ctx: zmq.Context, stack: ExitStack, expected_files:
             raise StartupError(f"cannot serve metrics on {cfg.metrics.host}:{cfg.metrics.port} ({exc.strerror}); set metrics.port to a free port") from exc
         stack.callback(server.shutdown)
         metrics.http_port = port  # type: ignore[attr-defined]
-    outputs = open_outputs(cfg, ctx, metrics)
+    keypair = server_curve(cfg, ctx, stack)
+    outputs = open_outputs(cfg, ctx, metrics, keypair)
     stack.callback(outputs.close)
     sock = ctx.socket(zmq.PULL)
     sock.setsockopt(zmq.RCVHWM, cfg.transport.rcvhwm)
@@ -247,6 +291,8 @@ def build_stage(cfg: Config, ctx: zmq.Context, stack: ExitStack, expected_files:
     sock.setsockopt(zmq.RCVBUF, 1 << 20)
     stack.callback(sock.close, 0)  # before bind: an open socket would keep ctx.term() waiting for ever
     bind = cfg.transport.frames_bind or cfg.transport.frames_endpoint
+    if keypair is not None and bind.startswith("tcp://"):
+        make_server(sock, keypair)
     try:
         sock.bind(bind)
     except zmq.ZMQError as exc:

@@ -41,6 +41,8 @@ class EventPublisher:
         journal: durable journal, or ``None`` for publish-only.
         sndhwm: messages queued per subscriber before PUB drops (HWM).
         context: ZeroMQ context (default: the process-wide instance).
+        curve_keypair: ``(public, secret)`` Z85 keys: the socket is a CURVE server
+            (:mod:`pipeline.curve`; the context's authenticator admits the subscribers).
 
     Attributes:
         endpoint: the bound endpoint (``LAST_ENDPOINT``, with the real port).
@@ -52,7 +54,8 @@ class EventPublisher:
     """
 
     def __init__(self, endpoint: str, topic_prefix: str = "sarde", journal: EventJournal | None = None,
-                 sndhwm: int = 10000, *, context: zmq.Context | None = None):
+                 sndhwm: int = 10000, *, context: zmq.Context | None = None,
+                 curve_keypair: tuple[bytes, bytes] | None = None):
         self.topic_prefix = topic_prefix
         self.journal = journal
         self.published = 0
@@ -62,6 +65,9 @@ class EventPublisher:
         self._sock = ctx.socket(zmq.PUB)
         self._sock.setsockopt(zmq.SNDHWM, sndhwm)
         self._sock.setsockopt(zmq.LINGER, 0)
+        if curve_keypair is not None:
+            from pipeline.curve import make_server
+            make_server(self._sock, curve_keypair)
         try:
             self._sock.bind(endpoint)
         except zmq.ZMQError:
@@ -119,17 +125,22 @@ class EventSubscriber:
         endpoint: the publisher's endpoint.
         topic_prefix: byte-prefix subscription ("" = everything).
         context: ZeroMQ context (default: the process-wide instance).
+        curve: ``(server public key, (public, secret))`` Z85 keys to connect as a CURVE client.
 
     Attributes:
         received: valid events yielded; malformed: messages skipped (logged, rate-limited).
     """
 
-    def __init__(self, endpoint: str, topic_prefix: str = "", *, context: zmq.Context | None = None):
+    def __init__(self, endpoint: str, topic_prefix: str = "", *, context: zmq.Context | None = None,
+                 curve: tuple[bytes, tuple[bytes, bytes]] | None = None):
         ctx = context or zmq.Context.instance()
         self._sock = ctx.socket(zmq.SUB)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         self._sock.setsockopt(zmq.SUBSCRIBE, topic_prefix.encode())
+        if curve is not None:
+            from pipeline.curve import make_client
+            make_client(self._sock, curve[0], curve[1])
         self._sock.connect(endpoint)
         self.endpoint = endpoint
         self.received = 0
@@ -186,14 +197,15 @@ class EventSubscriber:
 
 
 def subscribe(endpoint: str, topic_prefix: str = "", timeout_s: float | None = None,
-              stop: threading.Event | None = None, *, context: zmq.Context | None = None) -> Iterator[ActionEvent]:
+              stop: threading.Event | None = None, *, context: zmq.Context | None = None,
+              curve: tuple[bytes, tuple[bytes, bytes]] | None = None) -> Iterator[ActionEvent]:
     """Yield the events published on ``endpoint`` whose topic starts with ``topic_prefix``.
 
     Malformed messages are skipped with a logged warning. Ends after ``timeout_s`` seconds without
     a message (``None``: never) or when ``stop`` is set; the socket is closed when the generator
-    ends or is closed.
+    ends or is closed. ``curve``: ``(server public key, (public, secret))`` to subscribe as a CURVE client.
     """
-    sub = EventSubscriber(endpoint, topic_prefix, context=context)
+    sub = EventSubscriber(endpoint, topic_prefix, context=context, curve=curve)
     try:
         yield from sub.events(timeout_s=timeout_s, stop=stop)
     finally:

@@ -6,7 +6,7 @@ The daemon maps a validated :class:`pipeline.config.SourceConfig` onto it
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipeline.sources import CAMERA_NAME_RULE, is_camera_name, lossless_default, source_kind
 
@@ -37,6 +37,8 @@ class ReaderSettings:
             (5 s lost the end of streams of 8 parallel clips on 2 busy cores); the daemon stops
             its readers itself when it ends.
         rtsp_transport: ``"tcp"`` or ``"udp"`` for RTSP.
+        curve: CURVE client keys ``(server public, (public, secret))`` for a tcp endpoint
+            (:mod:`pipeline.curve`); excluded from the repr so that no secret reaches a log.
 
     Raises:
         ValueError: on an invalid field.
@@ -59,6 +61,8 @@ class ReaderSettings:
     status_interval_s: float = 1.0
     eos_linger_ms: int = 120000
     rtsp_transport: str = "tcp"
+    #: CURVE client keys for a tcp endpoint: ``(server public, (public, secret))`` Z85 (never in repr / logs).
+    curve: tuple[bytes, tuple[bytes, bytes]] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not is_camera_name(self.camera):

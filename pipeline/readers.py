@@ -41,6 +41,7 @@ import zmq
 
 from engines.letterbox import letterbox
 from pipeline.capture import Capture, Decimator, FrameSlot
+from pipeline.curve import make_client
 from pipeline.reader_settings import ReaderSettings
 from pipeline.wire import FrameHeader, encode_frame, encode_status
 
@@ -98,6 +99,8 @@ class _Reader:
             # (megabytes on loopback) queues seconds of stale frames behind a slow stage.
             w, h = self.s.input_size
             sock.setsockopt(zmq.SNDBUF, w * h * 3)
+        if self.s.curve is not None:
+            make_client(sock, self.s.curve[0], self.s.curve[1])
         try:
             sock.connect(self.s.endpoint)
         except zmq.ZMQError as exc:
