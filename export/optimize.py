@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.graph_passes import optimize_model
+from export.graph_passes import OptimizeError, optimize_model
 
 log = logging.getLogger(__name__)
 
@@ -37,23 +37,25 @@ def optimize_sarde(manifest_path: str | Path, fp16: bool = False, out_dir: str |
     Raises:
         export.graph_passes.OptimizeError: a step breaks parity (float32 steps: 1e-4, FP16:
             :data:`SARDE_FP16_TOLERANCE`).
-        FileNotFoundError: no parity windows found.
+        export.graph_passes.OptimizeError: no parity windows found.
+        engines.runtime.ModelLoadError: the manifest's ONNX file is missing or not its sha256.
     """
     import json
 
     import onnx
 
     from engines.manifest import atomic_write_bytes, read_manifest, sha256_file, write_manifest
+    from engines.runtime import verified_onnx
 
     manifest_path = Path(manifest_path)
     base = read_manifest(manifest_path, required=("onnx", "T", "V", "M"))
     out = Path(out_dir) if out_dir is not None else manifest_path.parent
-    src = manifest_path.parent / base["onnx"]
+    src = verified_onnx(manifest_path, base)
     ckpt = Path(str(base.get("source", {}).get("checkpoint", "")))
     candidates = [manifest_path.parent / "train" / "parity_windows.npy", ckpt.parent / "parity_windows.npy"]
     windows_path = next((p for p in candidates if p.is_file()), None)
     if windows_path is None:
-        raise FileNotFoundError(f"no parity windows beside {manifest_path} or its checkpoint: {candidates}")
+        raise OptimizeError(f"no parity windows beside {manifest_path} or its checkpoint ({', '.join(map(str, candidates))}); re-export the model")
     windows = np.load(windows_path, allow_pickle=False).astype(np.float32)
     model = onnx.load(str(src))
     name = model.graph.input[0].name

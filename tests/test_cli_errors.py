@@ -170,3 +170,18 @@ def test_export_missing_checkpoint(tmp_path):
 def test_eval_video_missing_clip_list(tmp_path):
     _assert_user_error(_sarde("eval", "video", "--clips", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "o")),
                        "none.yaml")
+
+
+def test_recogniser_manifest_that_is_not_json(run_config, tmp_path):
+    bad = tmp_path / "sarde.json"
+    bad.write_text("{ not json")
+    _assert_user_error(_sarde("run", "--config", str(run_config(recognizer={"model": str(bad)}))), "manifest")
+
+
+def test_optimise_a_manifest_without_its_model(tmp_path, default_model):
+    """`sarde export recognizer --fp16` on a manifest whose ONNX file is gone: ManifestError / OptimizeError, exit 2."""
+    m = json.loads(Path(default_model).read_text())
+    (tmp_path / "sarde.json").write_text(json.dumps({**m, "onnx": "gone.onnx"}))
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"recognizer: {{model: '{tmp_path / 'sarde.json'}'}}\n")
+    _assert_user_error(_sarde("export", "recognizer", "--config", str(cfg), "--fp16", "--no-progress"))
