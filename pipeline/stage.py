@@ -63,6 +63,7 @@ class CameraState:
     buffers: TrackBuffers
     scheduler: WindowScheduler
     last_seq: int = -1
+    peer: str | None = None  # CURVE public key of the reader that owns the camera
     reader_dropped: int = 0
     reader_reconnects: int = 0
     ended: bool = False
@@ -77,6 +78,15 @@ class Item:
     image: np.ndarray  # (H, W, 3) uint8 at the detector input size
     cam: CameraState
     received: float  # unix seconds
+
+
+def _peer(frame) -> str | None:
+    """The CURVE client key libzmq attached to a received frame (``User-Id`` set by the ZAP
+    authenticator), or None when the connection has no CURVE identity."""
+    try:
+        return frame.get("User-Id")
+    except (zmq.ZMQError, AttributeError, KeyError):
+        return None
 
 
 @dataclass
@@ -170,8 +180,12 @@ class Stage:
             self.metrics.frames_dropped.labels(camera, "stage").inc()
         self.rl.warning(reason, "rejected message (%s): %s", reason, detail)
 
-    def _accept(self, parts: list) -> tuple[FrameHeader, np.ndarray, CameraState] | None:
-        """Validate one message; handle status/eos; return a frame to detect or None."""
+    def _accept(self, parts: list, peer: str | None = None) -> tuple[FrameHeader, np.ndarray, CameraState] | None:
+        """Validate one message; handle status/eos; return a frame to detect or None.
+
+        ``peer``: the sender's CURVE public key (ZAP ``User-Id``), None without CURVE. A camera belongs
+        to the first peer that sends for it; any message for it from another peer (a spoofed sequence
+        jump, reset or end of stream) is rejected as ``peer``."""
         try:
             header, image = decode(parts)
         except WireError as exc:
@@ -181,6 +195,12 @@ class Stage:
         if cam is None:
             self._reject("camera", f"unknown camera {header.camera!r} (not in sources, or more than max_cameras)")
             return None
+        if peer is not None:
+            if cam.peer is None:
+                cam.peer = peer
+            elif cam.peer != peer:
+                self._reject("peer", f"camera {cam.name}: message from another CURVE client than the camera's reader", cam.name)
+                return None
         self._reader_counters(cam, header)
         if header.kind == "status":
             self.health.source(cam.name, bool(header.source_up))
@@ -202,6 +222,7 @@ class Stage:
             with self._control_lock:
                 self._control.append(cam)
                 cam = self._new_camera(header.camera)  # replaces the old state
+                cam.peer = peer
         elif cam.ended:
             self._reject("after_eos", f"camera {cam.name}: frame {header.seq} after its end of stream", cam.name)
             return None
@@ -236,7 +257,7 @@ class Stage:
                 break
             parts = self.socket.recv_multipart(copy=False)
             received = time.time()
-            got = self._accept([p.buffer for p in parts])
+            got = self._accept([p.buffer for p in parts], _peer(parts[0]))
             if got is not None:
                 header, image, cam = got
                 batch.append(Item(header, image, cam, received))

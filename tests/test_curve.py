@@ -31,6 +31,7 @@ def _keys(folder: Path, name: str) -> tuple[Path, Path]:
 def test_curve_admits_the_authorised_reader_only(tmp_path, shared_dir, artifact_cache, default_model, caplog):
     stage_pub, stage_secret = _keys(tmp_path / "stage", "stage")
     reader_pub, reader_secret = _keys(tmp_path / "readers", "cam-good")
+    _mallory_pub, mallory_secret = _keys(tmp_path / "readers", "mallory")  # authorised too, for another camera
     _evil_pub, evil_secret = _keys(tmp_path / "elsewhere", "cam-evil")
     with zmq.Context() as probe:
         sock = probe.socket(zmq.PULL)
@@ -62,15 +63,41 @@ def test_curve_admits_the_authorised_reader_only(tmp_path, shared_dir, artifact_
         stack.callback(_stop_processes, procs)
         deadline = time.time() + 90
         received = stage.metrics.frames_received
+        spoofed = False
         while time.time() < deadline and not (stage.cameras.get("good") and stage.cameras["good"].ended):
             stage.step(200)
+            if not spoofed and received.labels("good")._value.get() >= 5:
+                _spoof(ctx, port, stage_pub, mallory_secret, stage.input_size)  # a jump to 2^62 and a fake eos
+                spoofed = True
+        rejected = {r: stage.metrics.registry.get_sample_value("sarde_messages_rejected_total", {"reason": r}) or 0
+                    for r in ("peer", "seq", "after_eos")}
         good = received.labels("good")._value.get()
         evil = received.labels("evil")._value.get()
     assert good >= 30 and stage.cameras["good"].ended  # the whole clip, then its eos
     assert evil == 0 and "evil" not in stage.cameras
+    assert spoofed and rejected == {"peer": 2, "seq": 0, "after_eos": 0}  # the genuine reader's frames all went on
     secrets = [line.split('"')[1] for path in (stage_secret, reader_secret, evil_secret)
                for line in path.read_text().splitlines() if "secret-key" in line]
     assert len(secrets) == 3 and not any(s in caplog.text for s in secrets)
+
+
+def _spoof(ctx, port, stage_pub: Path, secret: Path, size) -> None:
+    """Another authorised client sends for camera ``good``: a frame with seq 2^62, then an eos."""
+    import numpy as np
+
+    from pipeline.curve import load_keypair, load_public_key, make_client
+    from pipeline.wire import FrameHeader, encode_frame, encode_status
+
+    sock = ctx.socket(zmq.PUSH)
+    sock.setsockopt(zmq.LINGER, 2000)
+    make_client(sock, load_public_key(stage_pub), load_keypair(secret))
+    sock.connect(f"tcp://127.0.0.1:{port}")
+    image = np.zeros((size[1], size[0], 3), np.uint8)
+    header = FrameHeader(kind="frame", camera="good", seq=2**62, capture_ts=time.time(), shape=image.shape,
+                         orig_size=(size[0], size[1]), scale=1.0, pad=(0, 0))
+    sock.send_multipart(encode_frame(header, image))
+    sock.send_multipart(encode_status(FrameHeader(kind="eos", camera="good", seq=2**62, capture_ts=time.time())))
+    sock.close()
 
 
 def test_exposed_endpoint_without_keys_does_not_start(tmp_path, shared_dir, artifact_cache, default_model):
