@@ -142,6 +142,7 @@ class MetricsConfig(_Strict):
     host: str = Field("127.0.0.1", description="Metrics HTTP bind address.")
     port: int = Field(9108, ge=0, le=65535, description="Metrics HTTP port (0 = pick a free one).")
     camera_timeout_s: float = Field(5.0, gt=0, le=3600, description="A camera with no frame for this long is reported down.")
+    stage_stall_s: float = Field(30.0, gt=0, le=3600, description="/healthz answers 503 when a stage loop (engine or post-processing thread) has not come round for this long.")
 
 
 class Config(_Strict):

@@ -261,7 +261,7 @@ def build_stage(cfg: Config, ctx: zmq.Context, stack: ExitStack, expected_files:
     detector, recognizer = load_models(cfg, progress)
     metrics = StageMetrics()
     cams = [s.name for s in cfg.sources]
-    health = Health(metrics, cams, cfg.metrics.camera_timeout_s)
+    health = Health(metrics, cams, cfg.metrics.camera_timeout_s, cfg.metrics.stage_stall_s)
     metrics.build_info.info({
         "version": __version__,
         "detector": Path(detector.manifest_path).parent.name if hasattr(detector, "manifest_path") else "pose",

@@ -55,15 +55,26 @@ class StageMetrics:
 
 
 class Health:
-    """Per-camera liveness, fed by the stage, read by ``/healthz`` and the ``sarde_camera_up`` gauge."""
+    """Per-camera liveness and the stage's own loops, fed by the stage, read by ``/healthz`` and the
+    ``sarde_camera_up`` gauge.
 
-    def __init__(self, metrics: StageMetrics, cameras: list[str], timeout_s: float):
+    Args:
+        metrics: the registry whose gauges are refreshed.
+        cameras: the configured cameras (others appear when they first report).
+        timeout_s: a camera without a frame for this long is down, seconds.
+        stall_s: a stage loop (engine thread, post-processing thread) that has not come round for this
+            long is stalled, seconds: ``/healthz`` then answers 503 even if every camera is up.
+    """
+
+    def __init__(self, metrics: StageMetrics, cameras: list[str], timeout_s: float, stall_s: float = 30.0):
         self._metrics = metrics
         self._timeout = timeout_s
         self._lock = threading.Lock()
         self._last: dict[str, float] = {c: 0.0 for c in cameras}
         self._source_up: dict[str, bool] = {c: True for c in cameras}
         self._ended: set[str] = set()
+        self._stall = stall_s
+        self._beats: dict[str, float] = {}
         for c in cameras:
             metrics.camera_up.labels(c).set(0)
 
@@ -82,6 +93,18 @@ class Health:
     def ended(self, camera: str) -> None:
         with self._lock:
             self._ended.add(camera)
+
+    def beat(self, loop: str, now: float | None = None) -> None:
+        """A stage loop (``engine``, ``post``) came round."""
+        with self._lock:
+            self._beats[loop] = now or time.time()
+
+    def stage(self, now: float | None = None) -> dict:
+        """``{loop: {"last_beat_age_s": float, "stalled": bool}}`` for the loops that have beaten."""
+        now = now or time.time()
+        with self._lock:
+            return {loop: {"last_beat_age_s": round(now - t, 3), "stalled": now - t > self._stall}
+                    for loop, t in self._beats.items()}
 
     def snapshot(self, now: float | None = None) -> dict:
         """``{camera: {"up": bool, "last_frame_age_s": float | None, "ended": bool}}``; also refreshes the gauge."""
@@ -116,8 +139,9 @@ def serve(metrics: StageMetrics, health: Health, host: str, port: int) -> tuple[
         if environ.get("PATH_INFO") == "/healthz":
             snap = health.snapshot()
             live = [c for c, s in snap.items() if not s["ended"]]
-            ok = all(snap[c]["up"] for c in live)
-            body = json.dumps({"ok": ok, "cameras": snap}).encode()
+            loops = health.stage()
+            ok = all(snap[c]["up"] for c in live) and not any(v["stalled"] for v in loops.values())
+            body = json.dumps({"ok": ok, "cameras": snap, "stage": loops}).encode()
             start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")])
             return [body]
         health.snapshot()

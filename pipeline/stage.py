@@ -429,6 +429,7 @@ class Stage:
         def engine_loop() -> None:
             try:
                 while not stop.is_set() and not engine_done.is_set():
+                    self.health.beat("engine")
                     batch = self._collect(100.0)
                     raw = self._engine(batch) if batch else None
                     control = self._take_control()
@@ -448,6 +449,7 @@ class Stage:
         engine.start()
         try:
             while not stop.is_set():
+                self.health.beat("post")
                 try:
                     batch, raw, control = handoff.get(timeout=0.1)
                     self._post(batch, raw if raw is not None else [], control)

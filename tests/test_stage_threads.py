@@ -89,3 +89,35 @@ def test_new_camera_names_are_bounded(tmp_path, detector_onnx):
         ctx.term()
     assert sorted(stage.cameras) == [f"c{i}" for i in range(5)]
     assert rejected == 45
+
+
+def test_healthz_reports_a_stalled_stage_loop():
+    """A stage loop that stops coming round turns /healthz to 503 (real HTTP server)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from pipeline.metrics import serve
+
+    metrics = StageMetrics()
+    health = Health(metrics, [], 5.0, stall_s=2.0)
+    server, port = serve(metrics, health, "127.0.0.1", 0)
+
+    def get():
+        try:
+            r = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
+            return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    try:
+        now = time.time()
+        health.beat("engine", now)
+        health.beat("post", now)
+        status, body = get()
+        assert status == 200 and body["ok"] and not body["stage"]["post"]["stalled"]
+        health.beat("post", now - 10)  # the post-processing thread is stuck
+        status, body = get()
+        assert status == 503 and not body["ok"] and body["stage"]["post"]["stalled"] and not body["stage"]["engine"]["stalled"]
+    finally:
+        server.shutdown()
