@@ -91,3 +91,35 @@ def default_model(shared_dir: Path, artifact_cache: Path, detector_onnx: Path) -
 def default_cfg(shared_dir: Path, artifact_cache: Path):
     """``configs/default.yaml`` (the deployed thresholds) with the test's shared folder and artifact cache."""
     return _default_config(shared_dir, artifact_cache)
+
+
+@pytest.fixture()
+def free_port():
+    """A callable returning a currently free TCP port on 127.0.0.1."""
+    import socket
+
+    def pick() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    return pick
+
+
+@pytest.fixture()
+def daemon_config(tmp_path, shared_dir: Path, artifact_cache: Path, default_model: Path):
+    """A callable writing a `sarde run` config (shared paths, ipc frames endpoint in ``tmp_path``, the
+    default model, no PUB, a journal in ``tmp_path``, metrics as given) and returning its path."""
+
+    def write(metrics: str = "{enabled: false}", extra: str = "") -> Path:
+        path = tmp_path / "cfg.yaml"
+        path.write_text(
+            f"paths: {{data_dir: '{shared_dir / 'data'}', pose_model_dir: '{shared_dir / 'models' / 'pose'}', "
+            f"artifact_dir: '{artifact_cache}'}}\n"
+            f"transport: {{frames_endpoint: 'ipc://{tmp_path}/f.sock'}}\n"
+            f"recognizer: {{model: '{default_model}'}}\n"
+            f"events: {{pub_endpoint: null, journal: '{tmp_path}/ev.db', stdout: false}}\n"
+            f"metrics: {metrics}\n{extra}")
+        return path
+
+    return write

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,13 +30,8 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_readers_exit_when_the_stage_is_killed(tmp_path, shared_dir, artifact_cache, default_model):
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(
-        f"paths: {{data_dir: '{shared_dir / 'data'}', pose_model_dir: '{shared_dir / 'models' / 'pose'}', artifact_dir: '{artifact_cache}'}}\n"
-        f"transport: {{frames_endpoint: 'ipc://{tmp_path}/f.sock'}}\n"
-        f"recognizer: {{model: '{default_model}'}}\n"
-        f"events: {{pub_endpoint: null, journal: '{tmp_path}/ev.db', stdout: false}}\nmetrics: {{enabled: false}}\n")
+def test_readers_exit_when_the_stage_is_killed(shared_dir, daemon_config):
+    cfg = daemon_config()
     clip = shared_dir / "data" / "videos" / "openpose" / "street.avi"
     stage = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--config", str(cfg), "--no-progress",
                               "--source", str(clip), "--source", str(clip), "--loop"],
@@ -73,17 +67,9 @@ def _metric(port: int, name: str, camera: str) -> float:
                if line.startswith(name + "{") and f'camera="{camera}"' in line)
 
 
-def test_a_killed_reader_is_restarted_and_frames_resume(tmp_path, shared_dir, artifact_cache, default_model):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(
-        f"paths: {{data_dir: '{shared_dir / 'data'}', pose_model_dir: '{shared_dir / 'models' / 'pose'}', artifact_dir: '{artifact_cache}'}}\n"
-        f"transport: {{frames_endpoint: 'ipc://{tmp_path}/f.sock'}}\n"
-        f"recognizer: {{model: '{default_model}'}}\n"
-        f"events: {{pub_endpoint: null, journal: '{tmp_path}/ev.db', stdout: false}}\n"
-        f"metrics: {{host: 127.0.0.1, port: {port}}}\n")
+def test_a_killed_reader_is_restarted_and_frames_resume(shared_dir, daemon_config, free_port):
+    port = free_port()
+    cfg = daemon_config(f"{{host: 127.0.0.1, port: {port}}}")
     clip = shared_dir / "data" / "videos" / "openpose" / "street.avi"
     stage = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--config", str(cfg), "--no-progress",
                               "--source", str(clip), "--loop"],

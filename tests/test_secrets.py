@@ -3,7 +3,6 @@ a real ``sarde run`` with unreachable RTSP cameras whose URLs carry a password a
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,17 +28,9 @@ def _get(url: str) -> str:
         return exc.read().decode()
 
 
-def test_credentials_never_leave_the_url(tmp_path, shared_dir, artifact_cache, default_model):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(
-        f"paths: {{data_dir: '{shared_dir / 'data'}', pose_model_dir: '{shared_dir / 'models' / 'pose'}', artifact_dir: '{artifact_cache}'}}\n"
-        f"transport: {{frames_endpoint: 'ipc://{tmp_path}/f.sock'}}\n"
-        f"recognizer: {{model: '{default_model}'}}\n"
-        f"events: {{pub_endpoint: null, journal: '{tmp_path}/ev.db', stdout: false}}\n"
-        f"metrics: {{host: 127.0.0.1, port: {port}}}\nlog_level: DEBUG\n")
+def test_credentials_never_leave_the_url(daemon_config, free_port):
+    port = free_port()
+    cfg = daemon_config(f"{{host: 127.0.0.1, port: {port}}}", "log_level: DEBUG\n")
     args = [a for u in URLS for a in ("--source", u)]
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--config", str(cfg), "--no-progress", *args],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -17,16 +17,22 @@ N_EOS = 300      # cameras ended by an eos message (engine thread)
 N_DEAD = 300     # cameras ended by end_camera_by_name (main thread, as the daemon does for dead readers)
 
 
-@pytest.mark.parametrize("attempt", range(3))
-def test_end_of_stream_from_both_threads_is_never_lost(tmp_path, detector_onnx, attempt):
-    eos_names = [f"eos{i}" for i in range(N_EOS)]
-    dead_names = [f"dead{i}" for i in range(N_DEAD)]
-    names = eos_names + dead_names
+def _pull_push(tmp_path):
+    """A context, the stage's bound PULL and a connected PUSH on an ipc endpoint in ``tmp_path``."""
     ctx = zmq.Context()
     pull = ctx.socket(zmq.PULL)
     pull.bind(f"ipc://{tmp_path}/frames.sock")
     push = ctx.socket(zmq.PUSH)
     push.connect(f"ipc://{tmp_path}/frames.sock")
+    return ctx, pull, push
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_end_of_stream_from_both_threads_is_never_lost(tmp_path, detector_onnx, attempt):
+    eos_names = [f"eos{i}" for i in range(N_EOS)]
+    dead_names = [f"dead{i}" for i in range(N_DEAD)]
+    names = eos_names + dead_names
+    ctx, pull, push = _pull_push(tmp_path)
     metrics = StageMetrics()
     settings = StageSettings(cameras=names, end_when_all_eos=True, expected_cameras=names)
     stage = Stage(settings, pull, PoseDetector(detector_onnx, providers=["cpu"]), None, None, lambda e: None,
@@ -65,11 +71,7 @@ def test_end_of_stream_from_both_threads_is_never_lost(tmp_path, detector_onnx, 
 
 def test_new_camera_names_are_bounded(tmp_path, detector_onnx):
     """Without a camera list, status messages with ever new names create at most max_cameras states."""
-    ctx = zmq.Context()
-    pull = ctx.socket(zmq.PULL)
-    pull.bind(f"ipc://{tmp_path}/frames.sock")
-    push = ctx.socket(zmq.PUSH)
-    push.connect(f"ipc://{tmp_path}/frames.sock")
+    ctx, pull, push = _pull_push(tmp_path)
     metrics = StageMetrics()
     stage = Stage(StageSettings(cameras=None, max_cameras=5), pull, PoseDetector(detector_onnx, providers=["cpu"]),
                   None, None, lambda e: None, metrics, Health(metrics, [], 30.0))
