@@ -129,6 +129,8 @@ class EventsConfig(_Strict):
     journal_max_events: int | None = Field(1_000_000, ge=1, description="Journal retention: keep at most this many newest events; null for no cap.")
     journal_prune_every: int = Field(1000, ge=1, description="Apply the journal retention after this many appended events.")
     stdout: bool = Field(True, description="Print each event as one JSON line on stdout.")
+    debug_topk: int = Field(0, ge=0, le=20, description="Log (stderr, logger pipeline.scores, INFO) the top-k labels and raw scores of every classified window, to see why an event does or does not come and tune thresholds; 0 = off.")
+    debug_interval_s: float = Field(1.0, ge=0, le=3600, description="With debug_topk: at most one such line per camera and track group per this many seconds.")
 
     @model_validator(mode="after")
     def _hysteresis(self) -> "EventsConfig":

@@ -302,7 +302,8 @@ def build_stage(cfg: Config, ctx: zmq.Context, stack: ExitStack, expected_files:
         detector_max_batch=cfg.detector.max_batch, detector_max_wait_ms=cfg.detector.max_wait_ms,
         num_frames=r.num_frames, num_persons=r.num_persons, stride=r.stride, min_frames=r.min_frames,
         pair_distance=r.pair_distance, fps=r.fps, max_age=t.max_age, max_distance=t.max_distance, min_joints=t.min_joints,
-        cameras=cams or None, max_cameras=cfg.transport.max_cameras, end_when_all_eos=bool(expected_files), expected_cameras=expected_files,
+        cameras=cams or None, max_cameras=cfg.transport.max_cameras, debug_topk=ev.debug_topk,
+        debug_interval_s=ev.debug_interval_s, end_when_all_eos=bool(expected_files), expected_cameras=expected_files,
     )
     logic = None if recognizer is None else EventLogic(
         recognizer.labels, threshold=ev.threshold, end_threshold=ev.end_threshold, smoothing=ev.smoothing,

@@ -30,6 +30,8 @@ from pipeline.wire import FrameHeader, WireError, decode
 from pipeline.windows import TrackBuffers, Window, WindowScheduler
 
 log = logging.getLogger(__name__)
+#: per-window top-k scores (``events.debug_topk``): a logger of its own, so it can be routed or silenced.
+scores_log = logging.getLogger("pipeline.scores")
 
 
 class RateLimitedLog:
@@ -107,6 +109,8 @@ class StageSettings:
     cameras: list[str] | None = None  # None: accept any camera name ...
     max_cameras: int = 64  # ... up to this many
     end_when_all_eos: bool = False
+    debug_topk: int = 0  # log the top-k raw scores of every window (0: off) ...
+    debug_interval_s: float = 1.0  # ... at most once per camera and track group per this many seconds
     expected_cameras: list[str] = field(default_factory=list)
 
 
@@ -147,6 +151,7 @@ class Stage:
         self._control: list[CameraState] = []
         self._control_lock = threading.Lock()
         self.windows_total = 0
+        self._scores_logged: dict[tuple, float] = {}  # (camera, track ids) -> when its scores were last logged
         self.events_total = 0
 
     # ------------------------------------------------------------------ receive
@@ -375,12 +380,30 @@ class Stage:
         for w, s in zip(windows, scores):
             self.metrics.windows_classified.labels(w.camera).inc()
             self.windows_total += 1
+            if self.s.debug_topk:
+                self._log_scores(w, s)
             events = self.logic.update(w, s)
             self._emit_all(events)
             received = getattr(w, "received_ts", None)
             if events and received is not None:
                 self.metrics.event_latency.observe(max(0.0, time.time() - received))
         self.metrics.queue_depth.labels("windows").set(0)
+
+    def _log_scores(self, w: Window, scores: np.ndarray) -> None:
+        """One line with the window's top-k labels and raw scores (``(K,)`` probabilities, before the
+        EMA, the pair rule and the thresholds), rate-limited per camera and track group."""
+        key = (w.camera, tuple(w.track_ids))
+        now = time.monotonic()
+        if now - self._scores_logged.get(key, -1e18) < self.s.debug_interval_s:
+            return
+        self._scores_logged[key] = now
+        if len(self._scores_logged) > 4096:  # bounded: forget the oldest groups
+            for old in sorted(self._scores_logged, key=self._scores_logged.get)[:2048]:
+                del self._scores_logged[old]
+        top = np.argsort(-scores)[: self.s.debug_topk]
+        labels = self.recognizer.labels
+        scores_log.info("camera %s tracks %s frames %d-%d: %s", w.camera, list(w.track_ids), w.start_frame, w.end_frame,
+                        ", ".join(f"{labels[i]} {scores[i]:.3f}" for i in top))
 
     def _emit_all(self, events: list[ActionEvent]) -> None:
         for e in events:

@@ -7,6 +7,7 @@ the sqlite journal and the Prometheus HTTP endpoint.
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing as mp
 import re
 import subprocess
@@ -67,13 +68,13 @@ def _free_port() -> int:
 
 
 @pytest.mark.usefixtures("default_model")
-def test_real_clip_end_to_end(tmp_path, shared_dir, artifact_cache):
+def test_real_clip_end_to_end(tmp_path, shared_dir, artifact_cache, caplog):
     clip = "videos/pyskl/ntu_hug.avi"  # two people, 72 frames
     n_frames = int(cv2.VideoCapture(str(shared_dir / "data" / clip)).get(cv2.CAP_PROP_FRAME_COUNT))
     # Low thresholds and no ignored label: every classified group raises an event, so the
     # counts below are deterministic functions of what the stage processed.
     cfg, pub_port = _config(tmp_path, shared_dir, artifact_cache, clip, "hug",
-                            threshold=0.01, end_threshold=0.005, ignore_labels=[])
+                            threshold=0.01, end_threshold=0.005, ignore_labels=[], debug_topk=3, debug_interval_s=0)
     received: list = []
     ctx = zmq.Context()
     with ExitStack() as stack:
@@ -89,7 +90,8 @@ def test_real_clip_end_to_end(tmp_path, shared_dir, artifact_cache):
         stop = threading.Event()
         timer = threading.Timer(240, stop.set)
         timer.start()
-        stage.run(stop)
+        with caplog.at_level(logging.INFO, logger="pipeline.scores"):
+            stage.run(stop)
         timer.cancel()
         assert not stop.is_set(), "stage did not finish the clip in time"
         proc.join(10)
@@ -112,6 +114,15 @@ def test_real_clip_end_to_end(tmp_path, shared_dir, artifact_cache):
     # windows every 20 frames (72 frames -> at least 3 scheduling points) + the flush at the end
     windows = _metric(text, "sarde_windows_classified_total", camera="hug")
     assert windows == stage.windows_total >= 3
+    # events.debug_topk: one line per classified window with the top-3 labels, scores descending
+    lines = [r.getMessage() for r in caplog.records if r.name == "pipeline.scores"]
+    assert len(lines) == windows
+    for line in lines:
+        assert line.startswith("camera hug tracks [")
+        top = [item.rsplit(" ", 1) for item in line.split(": ", 1)[1].split(", ")]
+        values = [float(v) for _, v in top]
+        assert len(top) == 3 and values == sorted(values, reverse=True) and sum(values) <= 1.001
+        assert {name for name, _ in top} <= set(stage.recognizer.labels)
     assert _metric(text, "sarde_detector_latency_seconds_count") >= n_frames / cfg.detector.max_batch
     # events: journal == metrics == live subscriber; each action has one id with start ... end
     with EventJournal(tmp_path / "events.db", readonly=True) as journal:
