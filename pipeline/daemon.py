@@ -303,6 +303,7 @@ def build_stage(cfg: Config, ctx: zmq.Context, stack: ExitStack, expected_files:
         num_frames=r.num_frames, num_persons=r.num_persons, stride=r.stride, min_frames=r.min_frames,
         pair_distance=r.pair_distance, fps=r.fps, max_age=t.max_age, max_distance=t.max_distance, min_joints=t.min_joints,
         cameras=cams or None, max_cameras=cfg.transport.max_cameras, debug_topk=ev.debug_topk,
+        peer_identity=keypair is not None and bind.startswith("tcp://"),
         debug_interval_s=ev.debug_interval_s, end_when_all_eos=bool(expected_files), expected_cameras=expected_files,
     )
     logic = None if recognizer is None else EventLogic(

@@ -108,6 +108,7 @@ class StageSettings:
     min_joints: int = 3
     cameras: list[str] | None = None  # None: accept any camera name ...
     max_cameras: int = 64  # ... up to this many
+    peer_identity: bool = False  # CURVE on the frames socket: a camera belongs to its reader's key
     end_when_all_eos: bool = False
     debug_topk: int = 0  # log the top-k raw scores of every window (0: off) ...
     debug_interval_s: float = 1.0  # ... at most once per camera and track group per this many seconds
@@ -262,7 +263,7 @@ class Stage:
                 break
             parts = self.socket.recv_multipart(copy=False)
             received = time.time()
-            got = self._accept([p.buffer for p in parts], _peer(parts[0]))
+            got = self._accept([p.buffer for p in parts], _peer(parts[0]) if self.s.peer_identity else None)
             if got is not None:
                 header, image, cam = got
                 batch.append(Item(header, image, cam, received))

@@ -71,7 +71,7 @@ class ReaderWatchdog:
                 continue
             if self.restartable(s):
                 self._restart_when_due(i, s, p, now)
-            elif i not in self._exited or self._exited[i] != float("inf"):
+            else:
                 self._end_file_camera(i, s, p, now)
 
     def _restart_when_due(self, i: int, s: ReaderSettings, p, now: float) -> None:

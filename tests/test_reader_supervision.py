@@ -104,3 +104,45 @@ def test_a_killed_reader_is_restarted_and_frames_resume(shared_dir, daemon_confi
             stage.kill()
     assert restarts == 1
     assert frames >= at_kill + 5, (at_kill, frames)
+
+
+def test_watchdog_rules_with_a_clock():
+    """The supervision rules, step by step on a fake clock: a failed file reader's camera ends at once,
+    a clean one's after EOS_GRACE_S unless its eos arrived, a dead live reader restarts with doubling
+    backoff."""
+    from pipeline.reader_settings import ReaderSettings
+    from pipeline.watchdog import EOS_GRACE_S, RESTART_BACKOFF_S, ReaderWatchdog
+
+    class Proc:
+        def __init__(self, alive=True, exitcode=None):
+            self.alive, self.exitcode = alive, exitcode
+
+        def is_alive(self):
+            return self.alive
+
+    now = [0.0]
+    settings = [ReaderSettings(camera=c, url=u, endpoint="ipc:///tmp/x") for c, u in
+                (("failed", "/a.mp4"), ("clean", "/b.mp4"), ("done", "/c.mp4"), ("live", "rtsp://h/s"))]
+    procs = [Proc(False, 1), Proc(False, 0), Proc(False, 0), Proc(False, -9)]
+    ended, restarts, started = [], [], []
+    dog = ReaderWatchdog(settings, procs, start=lambda s: started.append(s.camera) or Proc(),
+                         end_camera=ended.append, camera_ended=lambda c: c == "done" or c in ended,
+                         restarts=restarts.append, clock=lambda: now[0])
+    dog.check()
+    assert ended == ["failed"] and started == []
+    now[0] = RESTART_BACKOFF_S + 0.1
+    dog.check()
+    assert started == ["live"] and restarts == ["live"] and procs[3].is_alive()
+    procs[3] = Proc(False, -9)  # dies again: the next restart waits twice as long
+    now[0] += 0.1
+    dog.check()
+    now[0] += 1.5 * RESTART_BACKOFF_S
+    dog.check()
+    assert started == ["live"]
+    now[0] += RESTART_BACKOFF_S
+    dog.check()
+    assert started == ["live", "live"]
+    now[0] = EOS_GRACE_S + 1
+    dog.check()
+    dog.check()
+    assert ended == ["failed", "clean"]  # "done" had its eos: never ended by the watchdog
