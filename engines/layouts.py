@@ -114,3 +114,107 @@ def remap_to_coco18(joints, table: tuple[int, ...]):
     out = src[..., np.where(idx >= 0, idx, 0), :].copy()
     out[..., idx < 0, :] = 0
     return out
+
+
+class JointMap:
+    """A source skeleton layout -> COCO-18, given as data (the public form of the tables above).
+
+    Built from a mapping (YAML / JSON, :func:`load_joint_map`)::
+
+        source: [head, shoulder_center, spine, ...]   # the J source joints, in file order
+        coco18:                                       # COCO-18 joint name -> source joint(s)
+          nose: head                                  # a source name, or a 0-based index
+          neck: [l_shoulder, r_shoulder]              # a list: the mean of these (all must be present)
+          r_eye: head                                 # one source joint may feed several COCO joints
+
+    COCO-18 joints the map leaves out stay missing (all zero, score 0); the recipe can mask them
+    (``window.mask_joints``) in training and in the daemon alike.
+
+    Raises:
+        ValueError: an unknown COCO-18 name, an unknown source name, an index out of range, or an
+        empty map (the message names the entry).
+    """
+
+    def __init__(self, mapping: dict):
+        if not isinstance(mapping, dict) or not isinstance(mapping.get("coco18"), dict) or not mapping["coco18"]:
+            raise ValueError("joint map: needs a non-empty `coco18:` mapping of COCO-18 joint name -> source joint(s)")
+        unknown = set(mapping) - {"source", "coco18"}
+        if unknown:
+            raise ValueError(f"joint map: unknown key(s) {sorted(unknown)}; allowed: coco18, source")
+        self.source: tuple[str, ...] = tuple(str(s) for s in mapping.get("source") or ())
+        if len(set(self.source)) != len(self.source):
+            raise ValueError("joint map: duplicate names in `source`")
+        sources: list[tuple[int, ...]] = [()] * NUM_JOINTS
+        for name, src in mapping["coco18"].items():
+            if name not in COCO18_NAMES:
+                raise ValueError(f"joint map: {name!r} is not a COCO-18 joint; one of {list(COCO18_NAMES)}")
+            items = src if isinstance(src, list) else [src]
+            if not items:
+                raise ValueError(f"joint map: {name}: empty source list")
+            sources[COCO18_NAMES.index(name)] = tuple(self._index(name, s) for s in items)
+        #: per COCO-18 joint, the 0-based source joints averaged into it (``()`` = missing).
+        self.sources: tuple[tuple[int, ...], ...] = tuple(sources)
+
+    def _index(self, name: str, src) -> int:
+        if isinstance(src, bool):
+            raise ValueError(f"joint map: {name}: {src!r} is not a source joint")
+        if isinstance(src, int):
+            if src < 0 or (self.source and src >= len(self.source)):
+                raise ValueError(f"joint map: {name}: source index {src} out of range")
+            return src
+        if str(src) not in self.source:
+            raise ValueError(f"joint map: {name}: source joint {src!r} is not in `source` {list(self.source)}")
+        return self.source.index(str(src))
+
+    @property
+    def num_source_joints(self) -> int:
+        """``J``: the source layout's joint count (from ``source``, else the largest index + 1)."""
+        return len(self.source) or 1 + max(i for s in self.sources for i in s)
+
+    def apply(self, joints, valid=None):
+        """Gather (and average) source joints into COCO-18.
+
+        Args:
+            joints: ``(..., J, C)`` array in the source layout.
+            valid: ``(..., J)`` bool, the joints that were observed (default: all).
+
+        Returns:
+            ``(out (..., 18, C) float32, valid (..., 18) bool)``: a COCO joint fed by several source
+            joints is their mean and is valid only where all of them are; unmapped joints are zero
+            and invalid.
+
+        Raises:
+            ValueError: ``J`` does not match the map.
+        """
+        import numpy as np
+
+        src = np.asarray(joints, np.float32)
+        if src.shape[-2] != self.num_source_joints:
+            raise ValueError(f"joint map expects {self.num_source_joints} source joints, got {src.shape[-2]}")
+        ok = np.ones(src.shape[:-1], bool) if valid is None else np.asarray(valid, bool)
+        out = np.zeros(src.shape[:-2] + (NUM_JOINTS, src.shape[-1]), np.float32)
+        out_ok = np.zeros(src.shape[:-2] + (NUM_JOINTS,), bool)
+        for k, idx in enumerate(self.sources):
+            if idx:
+                out[..., k, :] = src[..., list(idx), :].mean(axis=-2)
+                out_ok[..., k] = ok[..., list(idx)].all(axis=-1)
+        out[~out_ok] = 0.0
+        return out, out_ok
+
+
+def load_joint_map(path) -> JointMap:
+    """Read a :class:`JointMap` from a YAML (or JSON) file.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: not a valid joint map (one line).
+    """
+    from pathlib import Path
+
+    import yaml
+
+    with open(Path(path), encoding="utf-8") as fh:
+        data = yaml.safe_load(fh)
+    try:
+        return JointMap(data)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None

@@ -134,14 +134,9 @@ def export_sarde(checkpoint: str | Path, out_dir: str | Path, parity_windows: np
         "inputs": {"skeleton": {"shape": ["N", 3, t, v, m], "dtype": "float32"}},
         "outputs": {"scores": {"shape": ["N", len(info["labels"])], "dtype": "float32", "meaning": "softmax probabilities"},
                     "depth": {"shape": ["N", t, v, m], "dtype": "float32", "unit": "m", "meaning": "camera-space joint depth, 0 where missing"}},
-        "heldout": {
-            "sbu_fold": next((d.get("test", {}).get("sbu_fold") for d in info["recipe"].get("datasets", [])
-                              if d.get("reader") == "sbu"), None),
-            "sbu_top1": metrics.get("sbu", {}).get("top1"),
-            "msr_depth_abs_mm": metrics.get("msr", {}).get("depth_abs_mm"),
-            "msr_depth_rootrel_mm": metrics.get("msr", {}).get("depth_rootrel_mm"),
-            "msr_predicted_other": metrics.get("msr", {}).get("predicted_other"),
-        },
+        # held-out top-1 of every split the checkpoint was evaluated on (its own data: a user's split, SBU, ...)
+        "heldout": {name: m.get("top1") for name, m in metrics.items()},
+        "trained_on": info.get("trained_on") or {name: split for name, split in (info.get("splits") or {}).items()},
         "masked_joints": list(info.get("masked_joints", [])),  # zeroed in every window, training and daemon
         "background": info.get("background", "other"),
         "splits": info.get("splits"),

@@ -236,8 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.set_defaults(func=cmd_train)
     # listed for `sarde -h` only: main() hands everything after `eval` to the evaluation commands
-    sub.add_parser("eval", help="evaluate: `sarde eval detector|video ...` on real footage, or train + evaluate SARDE "
-                                "on the standard protocols (see `sarde eval -h`)", add_help=False)
+    sub.add_parser("eval", help="evaluate: `sarde eval detector|video ...` on real footage, `sarde eval data` on your "
+                                "own .npz, or train + evaluate SARDE on the standard protocols (see `sarde eval -h`)",
+                   add_help=False)
+    sub.add_parser("data", help="`sarde data convert skeletons|recording ...`, `sarde data info FILE.npz`: your own "
+                                "data to the generic .npz (see `sarde data -h`)", add_help=False)
 
     sp = sub.add_parser("bench", help="detector, fused-graph and end-to-end throughput (medians, JSON + table)")
     common(sp, sources=False)
@@ -262,6 +265,14 @@ def main(argv: list[str] | None = None) -> int:
                 return detector_eval_main(argv[2:])
             from pipeline.video_eval import main as video_eval_main
             return video_eval_main(argv[2:])
+        if argv[:2] == ["eval", "data"]:  # a user's own generic .npz
+            from engines.sarde.data_eval import main as data_eval_main
+            _setup_logging("INFO")
+            return data_eval_main(argv[2:])
+        if argv[:1] == ["data"]:  # converters to the generic .npz
+            from pipeline.data_cli import main as data_main
+            _setup_logging("INFO")
+            return data_main(argv[1:])
         if argv[:1] == ["eval"]:  # every other argument after `eval` belongs to engines.sarde.evaluate
             from engines.sarde.evaluate import main as eval_main
             _setup_logging("INFO")

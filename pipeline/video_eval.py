@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engines.datasets.splits import group_folds
 from pipeline.clips import Clip, load_clip_list, write_results
 from pipeline.config import Config
 from pipeline.recordings import clips_run_config
@@ -37,27 +38,6 @@ from pipeline.recordings import clips_run_config
 log = logging.getLogger(__name__)
 
 BATCH_CLIPS = 8
-
-
-def group_folds(clips: list[Clip], k: int) -> list[list[str]]:
-    """``k`` folds of the clips' groups, balanced by clip count (largest group first to the smallest
-    fold; ties by name): deterministic, and no group is split across folds.
-
-    Raises:
-        ValueError: fewer groups than folds.
-    """
-    sizes: dict[str, int] = {}
-    for c in clips:
-        sizes[c.group] = sizes.get(c.group, 0) + 1
-    if len(sizes) < k:
-        raise ValueError(f"{len(sizes)} groups cannot make {k} folds")
-    folds: list[list[str]] = [[] for _ in range(k)]
-    counts = [0] * k
-    for g in sorted(sizes, key=lambda g: (-sizes[g], g)):
-        i = min(range(k), key=lambda j: (counts[j], j))
-        folds[i].append(g)
-        counts[i] += sizes[g]
-    return folds
 
 
 def run_clips(cfg: Config, clips: list[Clip], manifest: Path) -> dict[str, dict]:
@@ -201,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         clips = load_clip_list(clip_path, cfg.paths.data_dir)
         part: dict = {}
         if i == 0 and args.folds > 1:
-            folds = group_folds(clips, args.folds)
+            folds = group_folds([c.group for c in clips], args.folds)
             results, fold_scores = {}, []
             for k, groups in enumerate(folds):
                 held = [c for c in clips if c.group in set(groups)]

@@ -56,7 +56,7 @@ def test_export_parity_and_manifest(checkpoint, sbu_windows, tmp_path):
     manifest_path = export_sarde(checkpoint, tmp_path)
     m = read_manifest(manifest_path, required=("onnx", "labels", "T", "V", "M", "C", "fps", "layout", "model_id"))
     assert (m["T"], m["V"], m["M"], m["C"], m["layout"]) == (150, 18, 2, ["x", "y", "score"], "NCTVM")
-    assert m["labels"] == LABELS and m["fps"] == 15.0 and m["heldout"]["sbu_top1"] == 0.5
+    assert m["labels"] == LABELS and m["fps"] == 15.0 and m["heldout"]["sbu"] == 0.5
     onnx_path = manifest_path.parent / m["onnx"]
     assert m["onnx_sha256"] == sha256_file(onnx_path)
     assert m["source"]["checkpoint_sha256"] == sha256_file(checkpoint)

@@ -16,6 +16,9 @@ subjects       (N,) unicode       subject / group id for cross-subject splits ("
 frame_size     (2,) i8            ``(W, H)`` pixels
 fps            () f8              frame rate
 depth          (N, M, T, V) f4    optional: camera-space depth z in metres (0 = unknown)
+points3d       (N, M, T, V, 3) f4 optional: metric 3D joints in metres, OpenCV camera frame
+                                  (x right, y down, z forward; ``SkeletonSequence.points3d``),
+                                  so the data can go through virtual cameras (0 = unknown)
 ============== ================== ===========================================================
 
 Daemon detector output, JSON lines (one object per camera frame, written by the daemon with `record_poses: FILE`,
@@ -51,7 +54,7 @@ def save_npz(path: str | Path, sequences: list[SkeletonSequence], label_names: l
 
     All sequences must share ``frame_size`` and ``fps``. ``label_names`` defaults to the sorted
     distinct labels. ``num_persons`` defaults to the largest ``M``. Depth is stored when every
-    sequence has it.
+    sequence has it, ``points3d`` likewise.
 
     Raises:
         ValueError: on no sequences or mixed frame sizes / rates.
@@ -69,12 +72,17 @@ def save_npz(path: str | Path, sequences: list[SkeletonSequence], label_names: l
     kp = np.zeros((n, m, t, NUM_JOINTS, 3), np.float32)
     with_depth = all(s.depth is not None for s in sequences)
     depth = np.zeros((n, m, t, NUM_JOINTS), np.float32) if with_depth else None
+    with_points = all(s.points3d is not None for s in sequences)
+    points = np.zeros((n, m, t, NUM_JOINTS, 3), np.float32) if with_points else None
     for i, s in enumerate(sequences):
         k = s.keypoints[:, :m]  # (L, M', V, 3)
         kp[i, :k.shape[1], :len(k)] = k.transpose(1, 0, 2, 3)
         if with_depth:
             d = s.depth[:, :m]
             depth[i, :d.shape[1], :len(d)] = d.transpose(1, 0, 2)
+        if with_points:
+            p = s.points3d[:, :m]
+            points[i, :p.shape[1], :len(p)] = p.transpose(1, 0, 2, 3)
     arrays = {
         "keypoints": kp,
         "lengths": np.array([len(s.keypoints) for s in sequences], np.int64),
@@ -87,6 +95,8 @@ def save_npz(path: str | Path, sequences: list[SkeletonSequence], label_names: l
     }
     if with_depth:
         arrays["depth"] = depth
+    if with_points:
+        arrays["points3d"] = points
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **arrays)
@@ -111,6 +121,7 @@ def load_npz(path: str | Path) -> list[SkeletonSequence]:
         names = [str(x) for x in z["names"]] if "names" in z.files else [f"sample{i}" for i in range(n)]
         subjects = [str(x) for x in z["subjects"]] if "subjects" in z.files else [""] * n
         depth = z["depth"] if "depth" in z.files else None
+        points = z["points3d"] if "points3d" in z.files else None
         frame_size = tuple(int(v) for v in z["frame_size"])
         fps = float(z["fps"])
     if len(lengths) != n or len(labels) != n:
@@ -122,6 +133,7 @@ def load_npz(path: str | Path) -> list[SkeletonSequence]:
             name=names[i], keypoints=np.ascontiguousarray(kp[i, :, :length].transpose(1, 0, 2, 3)),
             frame_size=frame_size, fps=fps,
             depth=None if depth is None else np.ascontiguousarray(depth[i, :, :length].transpose(1, 0, 2)),
+            points3d=None if points is None else np.ascontiguousarray(points[i, :, :length].transpose(1, 0, 2, 3)),
             label=label_names[labels[i]] if labels[i] >= 0 else None, subject=subjects[i] or None,
             meta={"dataset": "generic", "source": str(path)}))
     return out

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.datasets import SkeletonSequence
+from engines.datasets.convert import Pinhole, to_opencv_frame
 from engines.layouts import SBU15_TO_COCO18, remap_to_coco18
 
 log = logging.getLogger(__name__)
@@ -89,10 +90,9 @@ def project(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x_m = 1.28 - 2.56 * raw[..., 0]
     y_m = 0.96 - 1.92 * raw[..., 1]
     z_m = Z_SCALE_M * raw[..., 2]
-    safe = np.where(z_m > 0, z_m, 1.0)
-    u = 0.5 * FRAME_SIZE[0] - FOCAL_PX * x_m / safe
-    v = 0.5 * FRAME_SIZE[1] - FOCAL_PX * y_m / safe
-    return np.stack([u, v], axis=-1).astype(np.float32), z_m.astype(np.float32)
+    camera = Pinhole(FOCAL_PX, FOCAL_PX, 0.5 * FRAME_SIZE[0], 0.5 * FRAME_SIZE[1], *FRAME_SIZE)
+    pixels = camera.project(to_opencv_frame(np.stack([x_m, y_m, z_m], -1), "-x,-y,z"))
+    return pixels, z_m.astype(np.float32)
 
 
 def read_sequence(path: Path) -> SkeletonSequence:

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.datasets import SkeletonSequence
+from engines.datasets.convert import Pinhole, to_opencv_frame
 from engines.datasets.msr import FOCAL_PX as MSR_FOCAL_PX, FRAME_SIZE as MSR_FRAME_SIZE
 from engines.layouts import UTD20_TO_COCO18, remap_to_coco18
 
@@ -48,6 +49,7 @@ XSUB_TRAIN_SUBJECTS: tuple[int, ...] = (1, 3, 5, 7)
 FPS: float = 30.0
 #: The same Kinect v1 depth camera as MSR Action3D: 320x240 pixels, focal length measured there.
 FRAME_SIZE, FOCAL_PX = MSR_FRAME_SIZE, MSR_FOCAL_PX
+PINHOLE = Pinhole(FOCAL_PX, FOCAL_PX, 0.5 * FRAME_SIZE[0], 0.5 * FRAME_SIZE[1], *FRAME_SIZE)
 
 _NAME = re.compile(r"a(\d+)_s(\d+)_t(\d+)_skeleton$")
 
@@ -62,12 +64,10 @@ def utd_dir(data_dir: str | Path) -> Path:
 
 
 def project(xyz: np.ndarray) -> np.ndarray:
-    """Camera-space metres ``(..., 3)`` -> un-mirrored pixels ``(..., 2)`` of the 320x240 image (float32)."""
-    xyz = np.asarray(xyz, dtype=np.float64)
-    z = np.where(xyz[..., 2] > 0, xyz[..., 2], 1.0)
-    u = 0.5 * FRAME_SIZE[0] - FOCAL_PX * xyz[..., 0] / z
-    v = 0.5 * FRAME_SIZE[1] - FOCAL_PX * xyz[..., 1] / z
-    return np.stack([u, v], axis=-1).astype(np.float32)
+    """Camera-space metres ``(..., 3)`` -> un-mirrored pixels ``(..., 2)`` of the 320x240 image (float32):
+    Kinect skeleton space to the OpenCV frame (``-x, -y, z``), then the Kinect v1 pinhole
+    (:class:`engines.datasets.convert.Pinhole`, the one projection rule of the public converter)."""
+    return PINHOLE.project(to_opencv_frame(xyz, "-x,-y,z"))
 
 
 def read_sequence(path: str | Path) -> SkeletonSequence:

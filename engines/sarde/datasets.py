@@ -98,13 +98,28 @@ def _read(entry: dict, data_dir: Path) -> list[SkeletonSequence]:
     return out
 
 
-def map_label(label: str | None, entry: dict, labels: list[str]) -> str | None:
-    """A sequence label through the entry's ``label_map`` / ``drop_labels``; ``None`` = unsupervised."""
+def map_label(label: str | None, entry: dict, labels: list[str] | None) -> str | None:
+    """A sequence label through the entry's ``label_map`` / ``drop_labels``; ``None`` = unsupervised.
+    ``labels=None`` (a recipe without ``labels:``: they come from the data) keeps every mapped label."""
     if label is None or label in entry.get("drop_labels", []):
         return None
     lm = entry.get("label_map", {})
     name = lm.get(label, lm.get("*", label))
-    return name if name in labels else None
+    return name if labels is None or name in labels else None
+
+
+def data_labels(parts: list[DatasetSplit]) -> list[str]:
+    """The distinct labels of read datasets' training sequences, sorted: a recipe's classes when it
+    lists no ``labels:``.
+
+    Raises:
+        RecipeError: fewer than two labels (nothing to tell apart).
+    """
+    names = sorted({s.label for p in parts for s in p.train if s.label is not None})
+    if len(names) < 2:
+        raise RecipeError(f"recipe has no `labels:` and its training data has {len(names)} label(s) {names}; "
+                          "label the data (e.g. `sarde data convert ... --segments`) or list labels and a label_map")
+    return names
 
 
 def validate_entry(entry: dict, index: int) -> None:
@@ -134,8 +149,11 @@ def load_datasets(recipe: dict, data_dir: str | Path) -> list[DatasetSplit]:
     Raises:
         RecipeError: invalid entries (see :func:`validate_entry`) or duplicate names.
         FileNotFoundError: a dataset's files are missing under ``data_dir``.
+
+    Labels are mapped to the recipe's ``labels`` (others unsupervised), or kept as mapped when the
+    recipe lists none (:func:`data_labels` then gives the classes).
     """
-    labels = list(recipe["labels"])
+    labels = list(recipe["labels"]) if recipe.get("labels") is not None else None
     entries = recipe.get("datasets") or []
     names = [e.get("name") for e in entries if isinstance(e, dict)]
     if len(set(names)) != len(names):

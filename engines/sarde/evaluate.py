@@ -90,7 +90,34 @@ def _spread(seqs: list, n: int) -> list:
 
 def _train_and_evaluate(protocol: str, variant: str, recipe: dict, seed: int, out: Path, data_dir: Path,
                         quick: bool, device: str, progress: bool, cache: dict | None) -> dict:
-    """The body of :func:`run_one`: train from ``recipe``, evaluate, write the run folder ``out``."""
+    """The body of :func:`run_one`: read the protocol's split (cached), then :func:`train_and_evaluate`."""
+    cache = {} if cache is None else cache
+    if protocol not in cache:
+        cache[protocol] = load_protocol(protocol, data_dir)
+    train_seqs, test_seqs, labels = cache[protocol]
+    return train_and_evaluate(protocol, variant, recipe, seed, out, train_seqs, test_seqs, labels,
+                              PROTOCOLS[protocol][0], quick, device, progress)
+
+
+def train_and_evaluate(protocol: str, variant: str, recipe: dict, seed: int, out: Path, train_seqs: list,
+                       test_seqs: list, labels: list[str], dataset: str, quick: bool = False, device: str = "cpu",
+                       progress: bool = True, split: dict | None = None) -> dict:
+    """Train from ``recipe`` on ``train_seqs``, evaluate on ``test_seqs``, write the run folder ``out``.
+
+    The one train-and-evaluate body of every ``sarde eval`` run: the fixed protocols and a user's own
+    data (:mod:`engines.sarde.data_eval`). Writes ``result.json`` / ``result.md`` (top-1, top-5,
+    per-class accuracy, confusion matrix, top-1 on daemon windows, depth errors where the data has
+    depth), ``confusion.png``, ``curves.png`` and the checkpoint folder (``model.pt``, ``model.json``
+    with the held-out figures and ``split``, ``parity_windows.npy``).
+
+    Args:
+        protocol: the run's name in reports; variant: the recipe variant's name.
+        train_seqs, test_seqs: ``SkeletonSequence`` lists, labels among ``labels`` (others unsupervised).
+        dataset: the data's name (reports); split: how the test part was chosen (into the results).
+
+    Returns:
+        The result dict (``{}`` on non-zero DDP ranks).
+    """
     from engines.sarde.checkpoint import parity_windows, save_checkpoint
     from engines.sarde.datasets import DatasetSplit
     from engines.sarde.metrics import classification_metrics, depth_summary
@@ -100,15 +127,11 @@ def _train_and_evaluate(protocol: str, variant: str, recipe: dict, seed: int, ou
     from engines.sarde.train import fit_recipe
 
     result_path = out / "result.json"
-    cache = {} if cache is None else cache
-    if protocol not in cache:
-        cache[protocol] = load_protocol(protocol, data_dir)
-    train_seqs, test_seqs, labels = cache[protocol]
     q = recipe.get("quick", {}) if quick else {}
     if q:
         train_seqs, test_seqs = _spread(train_seqs, int(q["max_train"])), _spread(test_seqs, int(q["max_test"]))
     # the protocol as one recipe dataset: its training split supervises labels and depth, its test split is held out
-    part = DatasetSplit(name=protocol, reader=PROTOCOLS[protocol][0], train=train_seqs, test=test_seqs, depth=True,
+    part = DatasetSplit(name=protocol, reader=dataset, train=train_seqs, test=test_seqs, depth=True,
                         repeat=int(recipe.get("data", {}).get("repeat", 1)))
     trained = fit_recipe(recipe, [part], labels, device, seed, progress, q.get("max_steps"), checkpoint_dir=out)
     model, fitted, test_set = trained.model, trained.fitted, trained.tests[protocol]
@@ -122,7 +145,8 @@ def _train_and_evaluate(protocol: str, variant: str, recipe: dict, seed: int, ou
     daemon_metrics = classification_metrics(daemon["scores"], daemon["labels"], labels)
     result = {
         "protocol": protocol, "variant": variant, "recipe": recipe, "labels": labels, "seed": seed,
-        "quick": quick, "n_train": len(train_seqs), "n_test": len(test_seqs),
+        "quick": quick, "n_train": len(train_seqs), "n_test": len(test_seqs), "dataset": dataset,
+        "split": split or {"protocol": protocol},
         "top1": metrics["top1"], "top5": metrics["top5"], "per_class": metrics["per_class"],
         "confusion": metrics["confusion"],
         "daemon_top1": daemon_metrics["top1"], "daemon_top5": daemon_metrics["top5"],
@@ -137,7 +161,9 @@ def _train_and_evaluate(protocol: str, variant: str, recipe: dict, seed: int, ou
     # beside model.pt, what `sarde export recognizer --checkpoint` needs: recipe + labels, parity windows
     save_checkpoint(out, model, {
         "recipe": recipe, "labels": labels, "seed": seed, "train_seconds": result["train_seconds"],
-        "metrics": {protocol: {k: result.get(k) for k in ("top1", "top5", "daemon_top1", "depth_rootrel_mm",
+        "splits": {protocol: result["split"]}, "trained_on": {protocol: {"dataset": dataset, "train_sequences":
+                                                                        len(train_seqs)}},
+        "metrics": {protocol: {k: result.get(k) for k in ("n_test", "top1", "top5", "daemon_top1", "per_class", "depth_rootrel_mm",
                                                           "depth_abs_mm", "depth_absrel")}},
     }, parity_windows([test_set], 4))
     title = f"{protocol} / {variant}: top-1 {metrics['top1']:.3f}"

@@ -124,7 +124,7 @@ def check_recipe_keys(recipe: dict, kind: str = "datasets") -> None:
             build_model(recipe.get("model") or {}, max(2, len(recipe.get("labels") or ())))
         except (TypeError, ValueError) as exc:
             raise RecipeError(f"recipe: model: {exc}") from exc
-    if kind == "datasets" and str(recipe.get("background", OTHER)) not in recipe["labels"]:
+    if kind == "datasets" and recipe.get("labels") is not None and str(recipe.get("background", OTHER)) not in recipe["labels"]:
         raise RecipeError(f"recipe: background {recipe.get('background')!r} is not one of labels {recipe['labels']}")
 
 

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from engines.sarde.checkpoint import parity_windows, save_checkpoint
 from engines.sarde.data import Augment, WindowDataset, collate, make_window
-from engines.sarde.datasets import DatasetSplit, RecipeError, load_datasets
+from engines.sarde.datasets import DatasetSplit, RecipeError, data_labels, load_datasets
 from engines.sarde.losses import DEPTH_LOSSES, multitask_loss
 from engines.sarde.metrics import depth_summary, heldout_metrics
 from engines.sarde.models import SardeNet, build_model
@@ -81,7 +81,7 @@ def pretrain_depth(model: SardeNet, sequences: list, recipe: dict, seed: int, pr
     """
     cfg = recipe.get("pretrain_depth", {})
     epochs = int(cfg.get("epochs", 0))
-    if epochs <= 0 or model.depth_net is None:
+    if epochs <= 0 or model.depth_net is None or not sequences:  # no `depth: true` dataset: nothing to pre-train on
         return []
     w = window_settings(recipe)
     augment = Augment(**recipe.get("augment", {}))
@@ -316,12 +316,12 @@ def train(recipe: dict | str | Path, data_dir: Path, out_dir: Path, device: str 
     recipe = load_recipe(recipe)
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    labels = list(recipe["labels"])
-    background = str(recipe.get("background", OTHER))
     if "datasets" not in recipe:
         raise RecipeError("recipe: no `datasets:` section; list the datasets to train on (see configs/models/sarde-default.yaml)")
     check_recipe_keys(recipe)
     parts = load_datasets(recipe, data_dir)  # the recipe names every dataset it uses (engines.sarde.datasets)
+    labels = list(recipe["labels"]) if recipe.get("labels") is not None else data_labels(parts)
+    background = str(recipe.get("background", OTHER))
     trained = fit_recipe(recipe, parts, labels, device, seed, progress, max_steps)
     model, history, step = trained.model, trained.fitted["history"], trained.fitted["steps"]
     train_seconds = time.perf_counter() - started
@@ -332,6 +332,8 @@ def train(recipe: dict | str | Path, data_dir: Path, out_dir: Path, device: str 
                          **depth_summary(pred["depth"])}
     info = {
         "recipe": recipe, "labels": labels, "seed": seed, "metrics": metrics, "history": history,
+        "trained_on": {p.name: {"reader": p.reader, "train_sequences": len(p.train), "repeat": p.repeat,
+                                "depth": p.depth, "test": p.split.get("test")} for p in parts},
         "pretrain_depth_history": trained.pretrain_depth_history, "train_seconds": round(train_seconds, 1),
         "steps": step, "num_parameters": sum(p.numel() for p in model.parameters()),
         "splits": {p.name: p.split for p in parts}, "background": background, "torch": torch.__version__,
