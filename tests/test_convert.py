@@ -179,3 +179,31 @@ def test_cli_convert_errors_exit_2_with_one_line(shared_dir, tmp_path, args, nee
     err = r.stderr.strip().splitlines()
     assert err[-1].startswith("sarde: error:") and needle in err[-1], r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "o.npz").exists()
+
+
+def test_labelling_loop_on_a_real_fall_recorded_by_the_daemon(shared_dir, detector_onnx, artifact_cache, tmp_path):
+    """Record (the daemon itself, record-only), cut and label (GMDCSA24's own Fall.csv), convert: the
+    real fall clip 14 becomes a `falling` sequence of the person the detector tracked, at 15 fps."""
+    videos = shared_dir / "data" / "videos" / "gmdcsa24_s1"
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        f"paths: {{data_dir: '{shared_dir / 'data'}', pose_model_dir: '{shared_dir / 'models' / 'pose'}', "
+        f"artifact_dir: '{artifact_cache}'}}\n"
+        f"transport: {{frames_endpoint: 'ipc://{tmp_path}/f.sock'}}\n"
+        "recognizer: {model: none}\n"
+        "events: {pub_endpoint: null, journal: null, stdout: false}\n"
+        "metrics: {enabled: false}\n"
+        f"record_poses: '{tmp_path}/poses.jsonl'\n")
+    r = _sarde("run", "--config", cfg, "--source", videos / "Fall" / "14.mp4", "--no-progress")
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = tmp_path / "fall.npz"
+    r = _sarde("data", "convert", "recording", tmp_path / "poses.jsonl", "--segments", videos / "Fall.csv",
+               "--subject", "gmdcsa24-s1", "--out", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    seqs = load_npz(out)
+    # Fall.csv, clip 14: Falling (BW)[0.3 to 5]; Standing[0 to 0.2] (3 frames at 15 fps: below --min-frames 5)
+    assert [(s.name, s.label, s.subject) for s in seqs] == [("14@0.3-5", "falling", "gmdcsa24-s1")]
+    kp = seqs[0].keypoints  # (T, M, 18, 3)
+    assert seqs[0].fps == 15.0 and 60 <= len(kp) <= 72  # 4.7 s of a 5 s clip
+    seen = (kp[..., 2] > 0).any(-1)
+    assert seen[:, 0].mean() > 0.5  # the subject is tracked in most frames of the fall

@@ -32,6 +32,7 @@ daemon recordings (:func:`read_recording`) into labelled sub-sequences (:func:`c
 """
 from __future__ import annotations
 
+import collections
 import csv
 import json
 import logging
@@ -386,8 +387,9 @@ def read_recording(path: str | Path, label: str | None = None, subject: str | No
                    max_persons: int = 2, fps: float = 15.0, max_gap_s: float = 0.25) -> list[SkeletonSequence]:
     """A daemon recording (``record_poses``, :mod:`pipeline.recorder`) as one sequence per camera.
 
-    Persons go to stable slots by track id (first come, ``max_persons`` slots; untracked persons,
-    id -1, are left out); the recorded frames are resampled by their capture timestamps to ``fps``
+    Persons go to stable slots by track id: the ``max_persons`` tracks seen in the most frames, the
+    longest first (a passer-by seen for a moment does not take the subject's slot); untracked
+    persons (id -1) are left out; the recorded frames are resampled by their capture timestamps to ``fps``
     (:func:`resample_to_rate`: the reader's decimation leaves irregular steps). ``meta["t"]`` is each
     frame's time in seconds from the camera's first recorded frame (a file camera's first frame is
     media time 0): what :func:`cut_segments` uses.
@@ -415,11 +417,12 @@ def read_recording(path: str | Path, label: str | None = None, subject: str | No
     out = []
     for cam, recs in sorted(by_cam.items()):
         recs.sort(key=lambda r: r["frame"])
-        slots: dict[int, int] = {}
+        seen = collections.Counter(tid for r in recs for tid in r["track_ids"] if tid >= 0)
+        slots = {tid: m for m, (tid, _) in enumerate(sorted(seen.items(), key=lambda kv: (-kv[1], kv[0]))[:max_persons])}
         kp = np.zeros((len(recs), max_persons, NUM_JOINTS, 3), np.float32)
         for i, r in enumerate(recs):
             for person, tid in zip(r["persons"], r["track_ids"]):
-                if tid >= 0 and slots.setdefault(tid, len(slots)) < max_persons:
+                if tid in slots:
                     kp[i, slots[tid]] = person
         t = np.array([r["ts"] for r in recs], np.float64)
         t_new, kp_new, ok = resample_to_rate(t, kp, kp[..., 2] > 0, fps, max_gap_s)

@@ -218,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocols", help=f"comma-separated, of {', '.join(PROTOCOLS)}")
     parser.add_argument("--variants", help="comma-separated variants of configs/experiments/variants.yaml "
                         "(default: series); crossed with --protocols")
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "eval")
+    parser.add_argument("--out", type=Path, default=Path.home() / "sarde-runs" / "eval",
+                        help="output folder (default ~/sarde-runs/eval, outside the repository)")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--recipes", type=Path, default=EXPERIMENTS, help="folder of the experiment recipes")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny model, a few steps, data subset")
