@@ -84,7 +84,7 @@ def recognizer_manifest(cfg: Config) -> Path:
     if cfg.recognizer.model == "default":
         raise StartupError("recognizer.model 'default' was not resolved to a manifest before start-up; "
                            "start the daemon through `sarde run` / pipeline.default_model.resolve_models")
-    path = Path(cfg.recognizer.model)
+    path = Path(cfg.recognizer.model).expanduser()
     if not path.is_file():
         raise StartupError(f"recogniser manifest not found: {path}; set recognizer.model to a manifest written by `sarde export recognizer` or to 'default'")
     return path

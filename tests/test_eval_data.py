@@ -34,7 +34,8 @@ def own_npz(shared_dir, tmp_path_factory) -> Path:
     return save_npz(tmp_path_factory.mktemp("own") / "site.npz", seqs)
 
 
-def test_eval_data_folds_grouped_with_report_and_deployable_checkpoint(own_npz, tmp_path):
+def test_eval_data_folds_grouped_with_report_and_deployable_checkpoint(own_npz, tmp_path, shared_dir, artifact_cache,
+                                                                      detector_onnx):
     out = tmp_path / "ev"
     r = _sarde("eval", "data", "--data", own_npz, "--folds", "2", "--quick", "--no-progress", "--out", out)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -57,6 +58,19 @@ def test_eval_data_folds_grouped_with_report_and_deployable_checkpoint(own_npz, 
     manifest = json.loads((tmp_path / "model" / "sarde.json").read_text())
     assert manifest["heldout"] == {"fold1": fold["top1"]} and manifest["labels"] == s["labels"]
     assert manifest["splits"]["fold1"]["test_groups"] == fold["split"]["test_groups"]
+    # and the daemon runs it on a real clip: every window's scores over the user's labels on stderr
+    cfg = (ROOT / "configs" / "own-model.example.yaml").read_text().replace(
+        "~/sarde-own/model/sarde.json", str(tmp_path / "model" / "sarde.json")).replace(
+        "artifacts/own-events.db", str(tmp_path / "ev.db"))
+    cfg += (f"paths: {{data_dir: '{shared_dir / 'data'}', pose_model_dir: '{shared_dir / 'models' / 'pose'}', "
+            f"artifact_dir: '{artifact_cache}'}}\ntransport: {{frames_endpoint: 'ipc://{tmp_path}/f.sock'}}\n"
+            "metrics: {enabled: false}\n")
+    (tmp_path / "cfg.yaml").write_text(cfg)
+    r = _sarde("run", "--config", tmp_path / "cfg.yaml", "--no-progress")
+    assert r.returncode == 0, r.stderr[-2000:]
+    scores = [line for line in r.stderr.splitlines() if "pipeline.scores" in line]
+    assert scores and all(name in scores[-1] for name in s["labels"]), r.stderr[-2000:]
+    assert all(line.startswith("{") for line in r.stdout.splitlines())  # stdout: event JSON only
 
 
 def test_train_recipe_of_generic_data_only_never_reads_sbu_or_msr(own_npz, tmp_path):
