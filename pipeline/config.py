@@ -79,6 +79,7 @@ class TransportConfig(_Strict):
     max_frame_bytes: int = Field(4096 * 4096 * 3, ge=1024, description="Largest frame buffer accepted on the wire, bytes.")
     curve: CurveConfig | None = Field(None, description="CURVE keys for the tcp endpoints (frames, events); ipc and loopback need none.")
     insecure: bool = Field(False, description="Allow binding a non-loopback tcp endpoint (frames, events) without CURVE keys (logged as a warning at start).")
+    session_takeover_s: float = Field(10.0, gt=0, le=3600, description="A camera belongs to the reader session (a random token per reader process) that first sends for it; another session's messages for it are rejected as `peer` unless the owner has been silent this long, seconds (a reader restarted by hand then takes over; readers spawned by `sarde run` keep their camera's token across restarts and never need it). Live readers send a status message every second, so keep it well above that.")
     max_cameras: int = Field(64, ge=1, le=4096, description="Without a `sources:` list the stage accepts any camera name: at most this many, so that messages with ever new names cannot grow its memory, metrics and /healthz without bound (more are rejected as `camera`).")
 
 

@@ -27,20 +27,23 @@ from pipeline.readers import reader_main
 from pipeline.sources import lossless_default, source_kind
 from pipeline.stage import Stage, StageSettings
 from pipeline.watchdog import ReaderWatchdog
-from pipeline.wire import MAX_HEADER_BYTES
+from pipeline.wire import MAX_HEADER_BYTES, new_session
 
 log = logging.getLogger(__name__)
 
 __version__ = "0.1.0"
 
 
-def reader_settings(cfg: Config, src: SourceConfig, input_size: tuple[int, int]) -> ReaderSettings:
+def reader_settings(cfg: Config, src: SourceConfig, input_size: tuple[int, int],
+                    session: str | None = None) -> ReaderSettings:
     """Map one validated source onto the reader's plain settings.
 
     Args:
         cfg: the validated config (transport, recogniser frame rate, data_dir for relative paths).
         src: one of ``cfg.sources``.
         input_size: detector input ``(W, H)``, pixels.
+        session: the wire session token this reader sends (32 lowercase hex, from
+            :func:`pipeline.wire.new_session`), None for the reader process's own.
 
     Returns:
         :class:`ReaderSettings` with the kind resolved by :func:`pipeline.sources.source_kind` (every
@@ -57,7 +60,7 @@ def reader_settings(cfg: Config, src: SourceConfig, input_size: tuple[int, int])
         input_size=tuple(input_size), endpoint=cfg.transport.frames_endpoint, sndhwm=cfg.transport.sndhwm,
         open_timeout_ms=src.open_timeout_ms, read_timeout_ms=src.read_timeout_ms,
         backoff_initial_s=src.backoff_initial_s, backoff_max_s=src.backoff_max_s,
-        curve=client_curve(cfg, cfg.transport.frames_endpoint),
+        curve=client_curve(cfg, cfg.transport.frames_endpoint), session=session,
     )
 
 
@@ -158,18 +161,21 @@ class Outputs:
 
     def _close_open_actions(self) -> None:
         """Actions a previous stage started and never ended (it was killed) get their ``end`` now:
-        same ``event_id``, camera, tracks and label, the last stored score, and a window from the first
-        stored event's start to the last one's end; emitted like any event (journal, PUB, stdout)."""
+        same ``event_id``, camera, tracks and label, the last stored score, a window from the first
+        stored event's start to the last one's end, ``interrupted`` true and the current schema (also
+        for an action an older build left open as ``sarde.event/1``); emitted like any event
+        (journal, PUB, stdout)."""
         if self.journal is None:
             return
-        from pipeline.events import EventWindow
+        from pipeline.events import SCHEMA, EventWindow
 
         for first, last in self.journal.open_actions():
             span = EventWindow(start_ts=first.window.start_ts, end_ts=last.window.end_ts,
                                start_frame=first.window.start_frame, end_frame=last.window.end_frame)
             log.warning("camera %s: action %s (%s) was left open by a stage that stopped without ending it; ending it now",
                         last.camera, last.event_id, last.label)
-            self(dataclasses.replace(last, phase="end", window=span, emitted_ts=time.time()))
+            self(dataclasses.replace(last, phase="end", window=span, emitted_ts=time.time(), interrupted=True,
+                                     schema=SCHEMA))
 
     def _prune(self) -> None:
         """Journal retention (config ``events.journal_*``); a failure is logged and counted, never fatal."""
@@ -256,8 +262,13 @@ def silent_labels(cfg: Config, recognizer) -> list[str]:
     return sorted(silent & set(labels))
 
 
-def build_stage(cfg: Config, ctx: zmq.Context, stack: ExitStack, expected_files: list[str], progress: bool = True):
-    """Everything the stage needs, bound and ready; resources are closed by ``stack``."""
+def build_stage(cfg: Config, ctx: zmq.Context, stack: ExitStack, expected_files: list[str], progress: bool = True,
+                sessions: dict[str, str] | None = None):
+    """Everything the stage needs, bound and ready; resources are closed by ``stack``.
+
+    ``sessions``: camera -> the wire session token of the reader this process spawns for it (the
+    stage then accepts that camera from that session only, from its first message on); None or a
+    camera not in it: the camera belongs to the first session that sends for it."""
     detector, recognizer = load_models(cfg, progress)
     metrics = StageMetrics()
     cams = [s.name for s in cfg.sources]
@@ -304,6 +315,7 @@ def build_stage(cfg: Config, ctx: zmq.Context, stack: ExitStack, expected_files:
         pair_distance=r.pair_distance, fps=r.fps, max_age=t.max_age, max_distance=t.max_distance, min_joints=t.min_joints,
         cameras=cams or None, max_cameras=cfg.transport.max_cameras, debug_topk=ev.debug_topk,
         peer_identity=keypair is not None and bind.startswith("tcp://"),
+        sessions=dict(sessions or {}), session_takeover_s=cfg.transport.session_takeover_s,
         debug_interval_s=ev.debug_interval_s, end_when_all_eos=bool(expected_files), expected_cameras=expected_files,
     )
     logic = None if recognizer is None else EventLogic(
@@ -365,8 +377,12 @@ def run_all(cfg: Config, progress: bool = True) -> int:
         check_file_sources(cfg, [s for s in cfg.sources if kinds[s.name] == "file"])
         files = [s.name for s in cfg.sources if kinds[s.name] == "file" and not s.loop]
         only_files = len(files) == len(cfg.sources)
-        stage = build_stage(cfg, ctx, stack, files if only_files else [], progress)
-        settings = [reader_settings(cfg, s, stage.input_size) for s in cfg.sources]
+        # One session token per camera, known to the stage before its reader starts (no
+        # first-come binding) and kept by a restarted reader (the watchdog reuses its settings);
+        # readers exit with this process, so no orphan goes on sending with a token.
+        sessions = {s.name: new_session() for s in cfg.sources}
+        stage = build_stage(cfg, ctx, stack, files if only_files else [], progress, sessions=sessions)
+        settings = [reader_settings(cfg, s, stage.input_size, session=sessions[s.name]) for s in cfg.sources]
         procs = start_readers(settings)
         stack.callback(_stop_processes, procs)
         watchdog = ReaderWatchdog(

@@ -1,16 +1,25 @@
 """Action events: the versioned event schema and the event logic that turns window scores into events.
 
-Schema ``sarde.event/1`` (one JSON object, compact, sorted keys)::
+Schema ``sarde.event/2`` (one JSON object, compact, sorted keys)::
 
     {"camera": str, "emitted_ts": float (Unix s), "event_id": str (32 hex, uuid4),
-     "label": str, "label_index": int >= 0, "model_id": str,
-     "phase": "start" | "update" | "end", "schema": "sarde.event/1",
+     "interrupted": bool, "label": str, "label_index": int >= 0, "model_id": str,
+     "phase": "start" | "update" | "end", "schema": "sarde.event/2",
      "score": float in [0, 1] (smoothed), "track_ids": [int, ...] (ascending, >= 1 entry),
      "window": {"start_ts": float, "end_ts": float, "start_frame": int, "end_frame": int}}
 
 One continuing action of one group of tracks is one ``event_id`` over its ``start``, any number of
-``update`` and one ``end`` event. Unknown keys are rejected: a change of the fields is a new schema
+``update`` and one ``end`` event. ``interrupted`` is true only on an ``end`` that the stage did not
+observe: the stage that ran the action was killed (``kill -9``, power loss) and the next one closed
+it at start-up from the journal (:meth:`pipeline.journal.EventJournal.open_actions`); every other
+event has ``false``, an ordinary ``end`` included (the action's score fell, its track ended, or the
+stream or the daemon stopped). Unknown keys are rejected: a change of the fields is a new schema
 version.
+
+``sarde.event/1`` is the same without ``interrupted``. Events of that version (journals written by
+an older build) are still read and validated as they were written (``schema`` stays
+``"sarde.event/1"``, :attr:`ActionEvent.interrupted` reads false and ``to_json`` reproduces the
+stored text); new events are always :data:`SCHEMA`.
 """
 from __future__ import annotations
 
@@ -27,13 +36,18 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "sarde.event/1"
+#: The schema of the events this code writes.
+SCHEMA = "sarde.event/2"
+#: The previous schema (no ``interrupted``): still accepted when reading.
+SCHEMA_V1 = "sarde.event/1"
+#: Every schema :meth:`ActionEvent.from_json` accepts.
+SCHEMAS: tuple[str, ...] = (SCHEMA_V1, SCHEMA)
 PHASES: tuple[str, ...] = ("start", "update", "end")
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
 
 class EventSchemaError(ValueError):
-    """A serialised event does not follow :data:`SCHEMA`."""
+    """A serialised event does not follow :data:`SCHEMA` (or, when it says so, :data:`SCHEMA_V1`)."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,13 @@ class ActionEvent:
             the whole action (start of its first window to the end of its last active window).
         model_id: id of the model that produced the scores.
         emitted_ts: Unix time the event was created, seconds.
+        interrupted: an ``end`` the next stage emitted for an action its killed predecessor left
+            open (module docstring); false for every other event. Only ``end`` events may be
+            interrupted, and only in :data:`SCHEMA`.
+        schema: :data:`SCHEMA` for new events; :data:`SCHEMA_V1` for events read from an old journal.
+
+    Raises:
+        EventSchemaError: on construction, if a field breaks the schema.
     """
 
     event_id: str
@@ -73,14 +94,21 @@ class ActionEvent:
     window: EventWindow
     model_id: str
     emitted_ts: float
+    interrupted: bool = False
     schema: str = field(default=SCHEMA)
 
     def __post_init__(self) -> None:
-        _validate(asdict(self))
+        if self.schema == SCHEMA_V1 and self.interrupted is not False:
+            raise EventSchemaError(f"{SCHEMA_V1} events have no 'interrupted' (use {SCHEMA})")
+        _validate(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict of the JSON form."""
-        return asdict(self)
+        """Plain dict of the JSON form (of its own ``schema``: a :data:`SCHEMA_V1` event has no
+        ``interrupted`` key)."""
+        obj = asdict(self)
+        if self.schema == SCHEMA_V1:
+            del obj["interrupted"]
+        return obj
 
     def to_json(self) -> str:
         """Compact JSON, sorted keys (byte-stable for equal events)."""
@@ -96,7 +124,7 @@ class ActionEvent:
                    score=float(obj["score"]), model_id=obj["model_id"], emitted_ts=float(obj["emitted_ts"]),
                    window=EventWindow(start_ts=float(w["start_ts"]), end_ts=float(w["end_ts"]),
                                       start_frame=w["start_frame"], end_frame=w["end_frame"]),
-                   schema=obj["schema"])
+                   interrupted=obj.get("interrupted", False), schema=obj["schema"])
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "ActionEvent":
@@ -111,8 +139,9 @@ class ActionEvent:
 _FIELDS: dict[str, tuple[type, ...]] = {
     "event_id": (str,), "phase": (str,), "camera": (str,), "track_ids": (list,), "label": (str,),
     "label_index": (int,), "score": (int, float), "window": (dict,), "model_id": (str,),
-    "emitted_ts": (int, float), "schema": (str,),
+    "emitted_ts": (int, float), "schema": (str,), "interrupted": (bool,),
 }
+_FIELDS_V1 = {k: v for k, v in _FIELDS.items() if k != "interrupted"}
 _WINDOW_FIELDS: dict[str, tuple[type, ...]] = {
     "start_ts": (int, float), "end_ts": (int, float), "start_frame": (int,), "end_frame": (int,),
 }
@@ -127,17 +156,22 @@ def _check_fields(obj: Any, fields: dict[str, tuple[type, ...]], where: str) -> 
         raise EventSchemaError(f"{where}: missing keys {sorted(missing)}, unknown keys {sorted(extra)}")
     for key, types in fields.items():
         value = obj[key]
-        if isinstance(value, bool) or not isinstance(value, types):
+        if isinstance(value, bool) != (bool in types) or not isinstance(value, types):
             raise EventSchemaError(f"{where}.{key} has type {type(value).__name__}")
         if isinstance(value, float) and not math.isfinite(value):
             raise EventSchemaError(f"{where}.{key} is not finite")
 
 
 def _validate(obj: Any) -> None:
-    """Check a dict against :data:`SCHEMA`; raises :class:`EventSchemaError`."""
-    _check_fields(obj, _FIELDS, "event")
-    if obj["schema"] != SCHEMA:
-        raise EventSchemaError(f"unsupported schema {obj['schema']!r}, expected {SCHEMA!r}")
+    """Check a dict against the schema it names (:data:`SCHEMAS`); raises :class:`EventSchemaError`."""
+    if not isinstance(obj, dict):
+        raise EventSchemaError(f"event must be an object, got {type(obj).__name__}")
+    schema = obj.get("schema")
+    if not isinstance(schema, str) or schema not in SCHEMAS:
+        raise EventSchemaError(f"unsupported schema {str(schema)[:40]!r}, expected one of {SCHEMAS}")
+    _check_fields(obj, _FIELDS if schema == SCHEMA else _FIELDS_V1, "event")
+    if obj.get("interrupted") and obj["phase"] != "end":
+        raise EventSchemaError(f"only end events can be interrupted, got a {str(obj['phase'])[:20]!r} event")
     if not _HEX32.match(obj["event_id"]):
         raise EventSchemaError(f"event_id must be 32 lowercase hex chars, got {obj['event_id']!r}")
     if obj["phase"] not in PHASES:

@@ -9,6 +9,7 @@ import operator
 from dataclasses import dataclass, field
 
 from pipeline.sources import CAMERA_NAME_RULE, is_camera_name, lossless_default, source_kind
+from pipeline.wire import is_session
 
 __all__ = ["ReaderSettings"]
 
@@ -39,6 +40,11 @@ class ReaderSettings:
         rtsp_transport: ``"tcp"`` or ``"udp"`` for RTSP.
         curve: CURVE client keys ``(server public, (public, secret))`` for a tcp endpoint
             (:mod:`pipeline.curve`); excluded from the repr so that no secret reaches a log.
+        session: the wire session token to send (32 lowercase hex chars, :mod:`pipeline.wire`), set by
+            ``sarde run`` so that its stage knows each camera's session from the start and a
+            restarted reader keeps it; None: the reader process's own random token
+            (:func:`pipeline.wire.process_session`). Excluded from the repr (without CURVE it is
+            what proves a reader owns its camera).
 
     Raises:
         ValueError: on an invalid field.
@@ -63,6 +69,8 @@ class ReaderSettings:
     rtsp_transport: str = "tcp"
     #: CURVE client keys for a tcp endpoint: ``(server public, (public, secret))`` Z85 (never in repr / logs).
     curve: tuple[bytes, tuple[bytes, bytes]] | None = field(default=None, repr=False)
+    #: wire session token (32 lowercase hex) or None for the process's own (never in repr / logs).
+    session: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not is_camera_name(self.camera):
@@ -83,6 +91,8 @@ class ReaderSettings:
             raise ValueError("need 0 < backoff_initial_s <= backoff_max_s")
         if not 0 <= self.backoff_jitter < 1 or not self.status_interval_s > 0:
             raise ValueError("need 0 <= backoff_jitter < 1 and status_interval_s > 0")
+        if self.session is not None and not is_session(self.session):
+            raise ValueError("session must be 32 lowercase hex chars (secrets.token_hex(16)) or None")
         if self.rtsp_transport not in ("tcp", "udp"):
             raise ValueError(f"rtsp_transport must be tcp or udp, got {self.rtsp_transport!r}")
 

@@ -17,6 +17,10 @@ Two modes:
   sender sends with ``zmq.NOBLOCK`` and counts ``zmq.Again`` (high-water mark reached) as dropped.
   The camera is never stalled.
 
+Every message carries the reader's ``session`` (:mod:`pipeline.wire`): ``settings.session`` when
+``sarde run`` handed one down, else this process's own random token. The stage binds the camera
+to it.
+
 ``seq`` is assigned to every frame that passes ``max_fps`` decimation, so the gaps a receiver sees in
 ``seq`` are exactly the frames counted in ``dropped``.
 
@@ -43,7 +47,7 @@ from engines.letterbox import letterbox
 from pipeline.capture import Capture, Decimator, FrameSlot
 from pipeline.curve import make_client
 from pipeline.reader_settings import ReaderSettings
-from pipeline.wire import FrameHeader, encode_frame, encode_status
+from pipeline.wire import FrameHeader, encode_frame, encode_status, process_session
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +80,7 @@ class _Reader:
         self.last_scale = 1.0
         self.last_pad = (0, 0)
         self.eos_sent = False
+        self.session = s.session or process_session()
         self.ctx: zmq.Context | None = None
         self.sock: zmq.Socket | None = None
 
@@ -148,7 +153,7 @@ class _Reader:
             dropped, reconnects = state.dropped, state.reconnects
         header = FrameHeader(kind="frame", camera=self.s.camera, seq=seq, capture_ts=ts, shape=image.shape,
                              orig_size=self.orig_size, scale=scale, pad=pad, source_fps=self.capture.source_fps,
-                             dropped=dropped, reconnects=reconnects, source_up=True)
+                             dropped=dropped, reconnects=reconnects, source_up=True, session=self.session)
         return encode_frame(header, image)
 
     def _status_parts(self, kind: str) -> list:
@@ -157,7 +162,8 @@ class _Reader:
             header = FrameHeader(kind=kind, camera=self.s.camera, seq=state.seq, capture_ts=time.time(),
                                  orig_size=self.orig_size, scale=self.last_scale, pad=self.last_pad,
                                  source_fps=self.capture.source_fps, dropped=state.dropped,
-                                 reconnects=state.reconnects, source_up=state.source_up and kind != "eos")
+                                 reconnects=state.reconnects, source_up=state.source_up and kind != "eos",
+                                 session=self.session)
         return encode_status(header)
 
     # ------------------------------------------------------------------ lossless file

@@ -8,6 +8,18 @@ SARDE graph, and turns the scores into start / update / end events.
 
 Bad input (malformed message, wrong frame size, unknown camera) is logged (rate-limited),
 counted in ``sarde_messages_rejected_total{reason}`` and dropped; it never stops the loop.
+
+Sessions: a camera belongs to one reader session (the header's ``session``, :mod:`pipeline.wire`):
+the one ``sarde run`` gave that camera's reader (``StageSettings.sessions``), else the first that
+sends for it. A message for the camera from any other session (a spoofed sequence jump, reset to 0
+or end of stream) is rejected as ``peer``, with or without CURVE. A camera not pinned by
+``sessions`` passes to a new session when its owner has been silent for more than
+``session_takeover_s`` or has sent its end of stream (a reader restarted by hand, with a new
+token); the takeover is logged and the camera starts afresh, as a restarted stream does. A pinned
+camera never changes session (its restarted reader comes back with the same token).
+
+Messages are received part by part and at most :data:`pipeline.wire.MAX_PARTS` are kept; see
+:mod:`pipeline.wire` for what libzmq itself holds of a longer message before the stage sees it.
 """
 from __future__ import annotations
 
@@ -26,7 +38,7 @@ from pipeline.events import ActionEvent, EventLogic
 from engines.letterbox import unletterbox
 from pipeline.metrics import Health, StageMetrics
 from pipeline.tracking import Tracker
-from pipeline.wire import FrameHeader, WireError, decode
+from pipeline.wire import MAX_PARTS, FrameHeader, WireError, decode
 from pipeline.windows import TrackBuffers, Window, WindowScheduler
 
 log = logging.getLogger(__name__)
@@ -66,6 +78,8 @@ class CameraState:
     scheduler: WindowScheduler
     last_seq: int = -1
     peer: str | None = None  # CURVE public key of the reader that owns the camera
+    session: str | None = None  # wire session of the reader that owns the camera (None: not yet bound)
+    session_seen: float = 0.0  # time.monotonic() of the owner's latest message, seconds
     reader_dropped: int = 0
     reader_reconnects: int = 0
     ended: bool = False
@@ -109,6 +123,8 @@ class StageSettings:
     cameras: list[str] | None = None  # None: accept any camera name ...
     max_cameras: int = 64  # ... up to this many
     peer_identity: bool = False  # CURVE on the frames socket: a camera belongs to its reader's key
+    sessions: dict[str, str] = field(default_factory=dict)  # camera -> the only session it accepts (sarde run)
+    session_takeover_s: float = 10.0  # an unpinned camera's owner silent this long (s) may be replaced
     end_when_all_eos: bool = False
     debug_topk: int = 0  # log the top-k raw scores of every window (0: off) ...
     debug_interval_s: float = 1.0  # ... at most once per camera and track group per this many seconds
@@ -176,6 +192,7 @@ class Stage:
             buffers=TrackBuffers(num_frames=self.s.num_frames),
             scheduler=WindowScheduler(stride=self.s.stride, min_frames=self.s.min_frames,
                                       num_persons=self.s.num_persons, pair_distance=self.s.pair_distance),
+            session=self.s.sessions.get(name),
         )
         self.cameras[name] = cam
         return cam
@@ -190,8 +207,9 @@ class Stage:
         """Validate one message; handle status/eos; return a frame to detect or None.
 
         ``peer``: the sender's CURVE public key (ZAP ``User-Id``), None without CURVE. A camera belongs
-        to the first peer that sends for it; any message for it from another peer (a spoofed sequence
-        jump, reset or end of stream) is rejected as ``peer``."""
+        to the first peer that sends for it, and to one reader session (module docstring); any
+        message for it from another peer or session (a spoofed sequence jump, reset or end of
+        stream) is rejected as ``peer``."""
         try:
             header, image = decode(parts)
         except WireError as exc:
@@ -207,6 +225,14 @@ class Stage:
             elif cam.peer != peer:
                 self._reject("peer", f"camera {cam.name}: message from another CURVE client than the camera's reader", cam.name)
                 return None
+        now = time.monotonic()
+        if cam.session is None:
+            cam.session = header.session
+        elif header.session != cam.session:
+            cam = self._take_over(cam, header.session, peer, now)
+            if cam is None:
+                return None
+        cam.session_seen = now
         self._reader_counters(cam, header)
         if header.kind == "status":
             self.health.source(cam.name, bool(header.source_up))
@@ -228,7 +254,7 @@ class Stage:
             with self._control_lock:
                 self._control.append(cam)
                 cam = self._new_camera(header.camera)  # replaces the old state
-                cam.peer = peer
+                cam.peer, cam.session, cam.session_seen = peer, header.session, time.monotonic()
         elif cam.ended:
             self._reject("after_eos", f"camera {cam.name}: frame {header.seq} after its end of stream", cam.name)
             return None
@@ -242,6 +268,24 @@ class Stage:
         self.metrics.frames_received.labels(cam.name).inc()
         self.health.frame(cam.name)
         return header, image, cam
+
+    def _take_over(self, cam: CameraState, session: str, peer: str | None, now: float) -> CameraState | None:
+        """A message for ``cam`` from ``session``, not the camera's owner: reject it as ``peer`` and
+        return None, or, when the camera is not pinned by ``sessions`` and its owner has ended its
+        stream or been silent for more than ``session_takeover_s``, end the old state after the
+        batch in flight and return a fresh one owned by ``session``."""
+        silent = now - cam.session_seen
+        if cam.name in self.s.sessions or not (cam.ended or silent > self.s.session_takeover_s):
+            self._reject("peer", f"camera {cam.name}: message from another reader session than the camera's", cam.name)
+            return None
+        log.warning("camera %s: a new reader session takes over (the previous one %s); starting the camera afresh",
+                    cam.name, "ended its stream" if cam.ended else f"was silent for {silent:.1f} s")
+        with self._control_lock:
+            if not cam.ended:
+                self._control.append(cam)
+            new = self._new_camera(cam.name)  # replaces the old state
+        new.peer, new.session = peer, session
+        return new
 
     def _reader_counters(self, cam: CameraState, header: FrameHeader) -> None:
         dropped = int(header.dropped or 0)
@@ -261,9 +305,11 @@ class Stage:
         while len(batch) < self.s.detector_max_batch:
             if not self.poller.poll(wait):
                 break
-            parts = self.socket.recv_multipart(copy=False)
+            parts = self._receive()
             received = time.time()
-            got = self._accept([p.buffer for p in parts], _peer(parts[0]) if self.s.peer_identity else None)
+            got = None
+            if parts is not None:
+                got = self._accept([p.buffer for p in parts], _peer(parts[0]) if self.s.peer_identity else None)
             if got is not None:
                 header, image, cam = got
                 batch.append(Item(header, image, cam, received))
@@ -274,6 +320,24 @@ class Stage:
                 if wait == 0:
                     break
         return batch
+
+    def _receive(self) -> list | None:
+        """One message from the socket (call when it is readable), part by part: its ``zmq.Frame``
+        parts, or None when it had more than :data:`~pipeline.wire.MAX_PARTS` (rejected as ``parts``;
+        the extra parts are received and dropped one at a time, no reference kept)."""
+        parts = [self.socket.recv(copy=False)]
+        n = 1
+        while self.socket.get(zmq.RCVMORE):
+            n += 1
+            if n <= MAX_PARTS:
+                parts.append(self.socket.recv(copy=False))
+            else:
+                parts.clear()
+                self.socket.recv(copy=False)  # dropped at once
+        if n > MAX_PARTS:
+            self._reject("parts", f"a message of {n} parts, at most {MAX_PARTS} are allowed")
+            return None
+        return parts
 
     def _end_after_batch(self, cam: CameraState) -> None:
         """Queue ``cam`` to be ended after the batch now being collected (any thread)."""

@@ -10,6 +10,14 @@ A message is a ZeroMQ multipart message:
   frame to send (e.g. the source is down, ``source_up`` false); ``eos``: a file source ended, the
   reader exits next.
 
+A message has at most :data:`MAX_PARTS` (2) parts. The stage receives part by part and keeps no more
+than that; the rest of a longer message is received and dropped one part at a time, then the message
+is rejected as ``parts``. That bounds what the *application* holds, not what libzmq holds: libzmq
+delivers a multipart message atomically (the application sees its first part only once all parts
+are in libzmq's pipe) and its receive high-water mark counts whole messages, and no libzmq option
+bounds the number of parts. What one message can occupy inside libzmq is therefore bounded only by
+``zmq.MAXMSGSIZE`` (set per part by the daemon) times the parts a peer chooses to send.
+
 Sending is zero-copy: :func:`encode_frame` returns a ``memoryview`` of the image for
 ``socket.send_multipart(parts, copy=False)`` (ZeroMQ keeps a reference until the bytes are out; do not
 modify the image afterwards). Receiving: :func:`decode` accepts ``bytes``, ``memoryview`` or
@@ -19,8 +27,17 @@ the pixel part, no copy.
 Header fields (JSON object, exactly these keys):
 
 =============  ==========================================================================
-``v``          wire version, :data:`WIRE_VERSION` (1)
+``v``          wire version, :data:`WIRE_VERSION` (2). Only this version is accepted: readers and
+               the stage ship together, so a message of another version (1 had no ``session``)
+               is rejected with reason ``version``.
 ``kind``       ``"frame"`` | ``"status"`` | ``"eos"``
+``session``    the sending reader's session: 32 lowercase hex chars, random
+               (``secrets.token_hex(16)``), made once per reader process
+               (:func:`process_session`) or handed to it by ``sarde run``, constant for the
+               process's life. The stage binds a camera to the first session it hears from (or
+               the one ``sarde run`` gave that camera's reader) and rejects other sessions' messages
+               for it as ``peer``, so that without CURVE a stranger on the frames socket cannot
+               jump, reset or end another reader's sequence.
 ``camera``     camera id, ``[A-Za-z0-9_-]{1,64}``
 ``seq``        int >= 0. Frames: the per-camera capture index (strictly increasing; gaps are
                frames dropped or decimated before sending). status/eos: frames captured so far.
@@ -44,6 +61,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
+import secrets
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
@@ -52,11 +72,14 @@ import numpy as np
 from pipeline.sources import CAMERA_NAME_RULE, is_camera_name
 
 __all__ = [
-    "WIRE_VERSION", "MAX_HEADER_BYTES", "MAX_SIDE", "MAX_FRAME_BYTES", "KINDS", "REASONS",
-    "FrameHeader", "WireError", "encode_frame", "encode_status", "decode",
+    "WIRE_VERSION", "MAX_HEADER_BYTES", "MAX_SIDE", "MAX_FRAME_BYTES", "MAX_PARTS", "KINDS", "REASONS",
+    "FrameHeader", "WireError", "encode_frame", "encode_status", "decode", "is_session", "new_session",
+    "process_session",
 ]
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2
+#: Most parts of one message (a frame: header + pixels).
+MAX_PARTS = 2
 #: Largest accepted header, bytes of UTF-8 JSON.
 MAX_HEADER_BYTES = 4096
 #: Largest accepted image side (H or W), pixels.
@@ -67,8 +90,39 @@ KINDS = ("frame", "status", "eos")
 #: Every ``WireError.reason``.
 REASONS = ("parts", "header_size", "json", "field", "version", "shape", "size", "dtype")
 
-_FIELDS = ("v", "kind", "camera", "seq", "capture_ts", "shape", "dtype", "orig_size", "scale", "pad",
+_FIELDS = ("v", "kind", "session", "camera", "seq", "capture_ts", "shape", "dtype", "orig_size", "scale", "pad",
            "source_fps", "dropped", "reconnects", "source_up")
+
+
+_SESSION_RULE = re.compile(r"[0-9a-f]{32}")
+
+
+def is_session(x: Any) -> bool:
+    """Whether ``x`` is a session token: a ``str`` of exactly 32 lowercase hex chars."""
+    return isinstance(x, str) and _SESSION_RULE.fullmatch(x) is not None
+
+
+def new_session() -> str:
+    """A fresh random session token: 32 lowercase hex chars (``secrets.token_hex(16)``, 128 bits)."""
+    return secrets.token_hex(16)
+
+
+_process_session = new_session()
+
+
+def _renew_process_session() -> None:
+    global _process_session
+    _process_session = new_session()
+
+
+if hasattr(os, "register_at_fork"):  # a forked child is another reader process: its own token
+    os.register_at_fork(after_in_child=_renew_process_session)
+
+
+def process_session() -> str:
+    """This process's session token (32 lowercase hex chars), made at import and constant for the
+    life of the process (a forked child gets a new one); the default ``session`` of a header."""
+    return _process_session
 
 
 class WireError(ValueError):
@@ -102,6 +156,7 @@ class FrameHeader:
     dropped: int = 0
     reconnects: int = 0
     source_up: bool = True
+    session: str = field(default_factory=process_session)
     v: int = field(default=WIRE_VERSION)
 
     def to_json(self) -> bytes:
@@ -143,6 +198,8 @@ def _check_fields(h: FrameHeader) -> None:
         raise WireError("version", f"wire version {h.v} is not supported (expected {WIRE_VERSION})")
     if h.kind not in KINDS:
         raise WireError("field", f"kind must be one of {KINDS}, got {h.kind!r}")
+    if not is_session(h.session):
+        raise WireError("field", f"session must be 32 lowercase hex chars, got {str(h.session)[:40]!r}")
     if not is_camera_name(h.camera):
         raise WireError("field", f"camera must match {CAMERA_NAME_RULE}, got {str(h.camera)[:80]!r}")
     if not _is_int(h.seq) or h.seq < 0:
@@ -244,9 +301,9 @@ def decode(parts: Sequence[Any], max_frame_bytes: int = MAX_FRAME_BYTES) -> tupl
         ``json`` (not UTF-8 JSON object), ``version``, ``field`` (missing/unknown/invalid field),
         ``shape``, ``dtype`` or ``size`` (pixel buffer length differs from the shape, or too big).
     """
-    if not isinstance(parts, (list, tuple)) or len(parts) not in (1, 2):
+    if not isinstance(parts, (list, tuple)) or not 1 <= len(parts) <= MAX_PARTS:
         n = len(parts) if isinstance(parts, (list, tuple)) else type(parts).__name__
-        raise WireError("parts", f"expected 1 or 2 message parts, got {n}")
+        raise WireError("parts", f"expected 1 to {MAX_PARTS} message parts, got {n}")
     raw = _as_buffer(parts[0])
     if raw.nbytes > MAX_HEADER_BYTES:
         raise WireError("header_size", f"header is {raw.nbytes} bytes, more than {MAX_HEADER_BYTES}")

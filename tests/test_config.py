@@ -33,6 +33,7 @@ def test_example_camera_config_is_valid():
     ("sources:\n  - name: 'bad name!'\n    url: x.mp4\n", "sources.0.name"),
     ("sources:\n  - {name: a, url: x.mp4}\n  - {name: a, url: y.mp4}\n", "duplicate camera names"),
     ("detector:\n  providers: [vulkan]\n", "detector.providers.0"),
+    ("transport:\n  session_takeover_s: 0\n", "transport.session_takeover_s"),
     ("- just\n- a list\n", "top level must be a mapping"),
     ("detector: [unclosed\n", "invalid YAML at line"),
 ])

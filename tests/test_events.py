@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from pipeline.events import SCHEMA, ActionEvent, EventLogic, EventSchemaError, EventWindow
+from pipeline.events import SCHEMA, SCHEMA_V1, ActionEvent, EventLogic, EventSchemaError, EventWindow
 
 LABELS = ("punch", "hug", "other")
 
@@ -162,7 +162,13 @@ def test_schema_round_trip_is_compact_and_sorted():
 
 
 @pytest.mark.parametrize("mutate", [
-    lambda o: o.update(schema="sarde.event/2"),
+    lambda o: o.update(schema="sarde.event/3"),
+    lambda o: o.update(schema=None),
+    lambda o: o.update(schema=SCHEMA_V1),  # a v1 event has no interrupted key
+    lambda o: o.pop("interrupted"),  # ... and a v2 event needs it
+    lambda o: o.update(interrupted=1),
+    lambda o: o.update(interrupted=None),
+    lambda o: o.update(interrupted=True),  # an update event: only ends can be interrupted
     lambda o: o.pop("label"),
     lambda o: o.update(extra=1),
     lambda o: o.update(phase="middle"),
@@ -182,6 +188,32 @@ def test_schema_rejects_malformed_objects(mutate):
     mutate(obj)
     with pytest.raises(EventSchemaError):
         ActionEvent.from_json(json.dumps(obj))
+
+
+def test_interrupted_is_false_unless_an_end_says_so():
+    logic = EventLogic(LABELS, threshold=0.6, end_threshold=0.4, smoothing=1.0)
+    events = [e for batch in run(logic, [0.9, 0.9, 0.1]) for e in batch]
+    assert [e.phase for e in events] == ["start", "update", "end"]
+    assert not any(e.interrupted for e in events) and all(e.schema == SCHEMA == "sarde.event/2" for e in events)
+    assert all(json.loads(e.to_json())["interrupted"] is False for e in events)
+    end = sample_event(phase="end", interrupted=True)
+    assert json.loads(end.to_json())["interrupted"] is True and ActionEvent.from_json(end.to_json()) == end
+    for phase in ("start", "update"):
+        with pytest.raises(EventSchemaError, match="only end events"):
+            sample_event(phase=phase, interrupted=True)
+
+
+def test_version_1_events_are_still_read_as_written():
+    """A journal row of the previous schema (no ``interrupted``) reads back as it was stored."""
+    obj = json.loads(sample_event(phase="end").to_json())
+    del obj["interrupted"]
+    obj["schema"] = SCHEMA_V1
+    text = json.dumps(obj, separators=(",", ":"), sort_keys=True)
+    event = ActionEvent.from_json(text)
+    assert event.schema == SCHEMA_V1 and event.interrupted is False and event.phase == "end"
+    assert event.to_json() == text  # byte for byte: no interrupted key added to an old event
+    with pytest.raises(EventSchemaError):
+        sample_event(schema=SCHEMA_V1, phase="end", interrupted=True)
 
 
 @pytest.mark.parametrize("text", ["", "{", "[]", "null", '"x"', b"\xff\xfe", '{"score": NaN}'])

@@ -30,7 +30,7 @@ from pipeline.wire import MAX_HEADER_BYTES, REASONS, FrameHeader, WireError, dec
 N_MALFORMED = 10_000
 N_VALID = 24
 N_WARM = 12  # warm-up frames (every detector batch size is seen before the RSS baseline)
-FIELDS = ("v", "kind", "camera", "seq", "capture_ts", "shape", "dtype", "orig_size", "scale", "pad",
+FIELDS = ("v", "kind", "session", "camera", "seq", "capture_ts", "shape", "dtype", "orig_size", "scale", "pad",
           "source_fps", "dropped", "reconnects", "source_up")
 
 json_values = st.recursive(
@@ -109,7 +109,7 @@ def _malformed_corpus(image: np.ndarray, n: int, seed: int = 7) -> list[list[byt
         elif kind < 0.26:
             msg = [json.dumps(good).encode(), pixels[: rng.randint(0, len(pixels) - 1)]]
         elif kind < 0.28:
-            msg = [json.dumps(good).encode(), pixels, b"extra"]
+            msg = [json.dumps(good).encode(), pixels] + [b"extra"] * rng.randint(1, 40)
         elif kind < 0.30:
             msg = [b" " * (MAX_HEADER_BYTES + 1) + json.dumps(good).encode(), pixels]
         else:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import zmq
 
-from pipeline.events import ActionEvent, EventWindow
+from pipeline.events import SCHEMA, SCHEMA_V1, ActionEvent, EventWindow
 from pipeline.journal import EventJournal, JournalError
 from pipeline.publish import EventPublisher, EventSubscriber, event_topic, subscribe
 
@@ -116,8 +116,10 @@ def test_actions_left_open_by_a_killed_stage_are_ended_at_the_next_start(tmp_pat
     start = dataclasses.replace(make_event(label="fighting", i=0), emitted_ts=now - 60)
     update = dataclasses.replace(start, phase="update", score=0.9, window=EventWindow(40.0, 45.0, 30, 179), emitted_ts=now - 50)
     done = dataclasses.replace(make_event(camera="cam2", i=3), emitted_ts=now - 40)
+    # an action an older build (schema sarde.event/1) started and never ended
+    old = dataclasses.replace(make_event(camera="cam3", label="falling", i=5), emitted_ts=now - 20, schema=SCHEMA_V1)
     with EventJournal(path) as journal:
-        for e in (start, update, done, dataclasses.replace(done, phase="end", emitted_ts=now - 30)):
+        for e in (start, update, done, dataclasses.replace(done, phase="end", emitted_ts=now - 30), old):
             journal.append(e)
     cfg = Config.model_validate({"sources": [], "events": {"journal": str(path), "pub_endpoint": None, "stdout": False}})
     for _ in range(2):  # the second start finds nothing left open
@@ -125,11 +127,18 @@ def test_actions_left_open_by_a_killed_stage_are_ended_at_the_next_start(tmp_pat
     with EventJournal(path, readonly=True) as journal:
         events = [e for _, e in journal.read()]
         assert journal.open_actions() == []
-    assert len(events) == 5
-    end = events[-1]
+        stored = [json.loads(text) for (text,) in journal._db.execute("SELECT json FROM events ORDER BY seq")]
+    assert len(events) == 7
+    end, old_end = events[-2:]
     assert (end.event_id, end.phase, end.camera, end.label, end.track_ids) == (start.event_id, "end", "cam1", "fighting", [1, 2])
     assert end.score == 0.9 and end.emitted_ts >= now
     assert (end.window.start_ts, end.window.end_ts, end.window.start_frame, end.window.end_frame) == (10.0, 45.0, 0, 179)
+    # the ends the next start emitted are marked interrupted, in the current schema; the ordinary end is not
+    assert end.interrupted and end.schema == SCHEMA and stored[-2]["interrupted"] is True
+    assert (old_end.event_id, old_end.phase, old_end.interrupted, old_end.schema) == (old.event_id, "end", True, SCHEMA)
+    assert events[3].phase == "end" and events[3].interrupted is False and stored[3]["interrupted"] is False
+    assert not any(e.interrupted for e in events[:5])
+    assert events[4] == old and "interrupted" not in stored[4]  # the old row reads back as it was written
 
 
 def test_events_survive_a_killed_writer(tmp_path):

@@ -151,7 +151,7 @@ def test_real_clip_end_to_end(tmp_path, shared_dir, artifact_cache, caplog):
 def test_stage_survives_bad_messages(tmp_path, shared_dir, artifact_cache):
     """Malformed messages are counted by reason and dropped; real frames after them still work."""
     from engines.letterbox import letterbox
-    from pipeline.wire import FrameHeader, encode_frame
+    from pipeline.wire import WIRE_VERSION, FrameHeader, encode_frame
 
     cfg, _ = _config(tmp_path, shared_dir, artifact_cache, "videos/stgcn/ta_chi.mp4", "cam")
     ctx = zmq.Context()
@@ -170,7 +170,7 @@ def test_stage_survives_bad_messages(tmp_path, shared_dir, artifact_cache):
                     scale=scale, pad=list(pad))
         push.send_multipart([b"{}", b"x", b"three parts"])
         push.send_multipart([b"{not json", b"x"])
-        push.send_multipart([json.dumps({"v": 1, "kind": "frame"}).encode(), b"x"])
+        push.send_multipart([json.dumps({"v": WIRE_VERSION, "kind": "frame"}).encode(), b"x"])
         small, s2, p2 = letterbox(frame, (216, 184))
         push.send_multipart(encode_frame(FrameHeader(**{**good, "shape": list(small.shape), "scale": s2, "pad": list(p2)}), small))
         push.send_multipart([encode_frame(FrameHeader(**good), img)[0], img[:10].tobytes()])  # size mismatch
@@ -219,7 +219,7 @@ def test_cli_run_on_any_video_prints_json_events(tmp_path, shared_dir, artifact_
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [json.loads(l) for l in proc.stdout.splitlines() if l.strip()]
     assert lines, proc.stderr[-2000:]
-    assert all(l["schema"] == "sarde.event/1" and l["camera"] == "my_clip" for l in lines)
+    assert all(l["schema"] == "sarde.event/2" and l["interrupted"] is False and l["camera"] == "my_clip" for l in lines)
     assert re.search(r"stage done: \d+ windows classified", proc.stderr)
 
 

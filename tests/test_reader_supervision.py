@@ -67,7 +67,15 @@ def _metric(port: int, name: str, camera: str) -> float:
                if line.startswith(name + "{") and f'camera="{camera}"' in line)
 
 
+def _rejected(port: int, reason: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("sarde_messages_rejected_total{") and f'reason="{reason}"' in line)
+
+
 def test_a_killed_reader_is_restarted_and_frames_resume(shared_dir, daemon_config, free_port):
+    """... at once: the restarted reader keeps its camera's session token (none of its messages is a
+    stranger's `peer`, no takeover timeout to wait out)."""
     port = free_port()
     cfg = daemon_config(f"{{host: 127.0.0.1, port: {port}}}")
     clip = shared_dir / "data" / "videos" / "openpose" / "street.avi"
@@ -95,6 +103,7 @@ def test_a_killed_reader_is_restarted_and_frames_resume(shared_dir, daemon_confi
             time.sleep(0.5)
         restarts = _metric(port, "sarde_reader_restarts_total", "street")
         frames = _metric(port, "sarde_frames_received_total", "street")
+        peer = _rejected(port, "peer")
         assert stage.poll() is None, stage.stderr.read()[-2000:]
     finally:
         stage.send_signal(signal.SIGINT)
@@ -104,6 +113,7 @@ def test_a_killed_reader_is_restarted_and_frames_resume(shared_dir, daemon_confi
             stage.kill()
     assert restarts == 1
     assert frames >= at_kill + 5, (at_kill, frames)
+    assert peer == 0
 
 
 def test_watchdog_rules_with_a_clock():

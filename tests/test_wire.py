@@ -131,7 +131,14 @@ MALFORMED = {
     "bad_kind": ("field", _frame_msg(kind="video")),
     "string_source_up": ("field", _frame_msg(source_up="yes")),
     "zero_scale": ("field", _frame_msg(scale=0)),
-    "version_2": ("version", _frame_msg(v=2)),
+    "version_1": ("version", _frame_msg(v=1)),  # v1 had no session: readers and stage ship together
+    "version_1_without_session": ("version", [json.dumps({k: v for k, v in json.loads(_frame_msg(v=1)[0]).items()
+                                                          if k != "session"}).encode(), _frame_msg()[1]]),
+    "version_3": ("version", _frame_msg(v=3)),
+    "missing_session": ("field", _without("session")),
+    "short_session": ("field", _frame_msg(session="ab" * 15)),
+    "upper_session": ("field", _frame_msg(session="AB" * 16)),
+    "int_session": ("field", _frame_msg(session=12345)),
     "four_channels": ("shape", _frame_msg(shape=[4, 6, 4])),
     "zero_height": ("shape", _frame_msg(shape=[0, 6, 3])),
     "huge_shape": ("shape", _frame_msg(shape=[5000, 6, 3])),
@@ -156,6 +163,20 @@ def test_malformed_messages_give_their_reason(case):
         decode(parts)
     assert info.value.reason == reason, str(info.value)
     assert info.value.reason in REASONS and isinstance(info.value, ValueError)
+
+
+def test_session_is_the_process_token_unless_given():
+    from pipeline.wire import is_session, new_session, process_session
+
+    image = np.zeros((4, 6, 3), np.uint8)
+    obj = json.loads(encode_frame(make_header(image), image)[0])
+    assert obj["session"] == process_session() == process_session() and is_session(obj["session"])
+    other = new_session()
+    assert other != process_session() and is_session(other)
+    assert decode(encode_frame(make_header(image, session=other), image))[0].session == other
+    with pytest.raises(WireError) as info:
+        encode_frame(make_header(image, session="not-a-token"), image)
+    assert info.value.reason == "field"
 
 
 def test_size_limit_is_enforced():
