@@ -122,7 +122,8 @@ GRAPH_OPTIMIZATION: dict[str, str] = {
 def create_session(model: str | Path | bytes, providers: Sequence[str] = ("cpu",), intra_op_threads: int = 0,
                    graph_optimization: str = "all", optimized_model_path: str | Path | None = None,
                    trt_cache_dir: str | Path | None = None, fp16: bool = True,
-                   profile: Mapping[str, tuple[Sequence[int], Sequence[int], Sequence[int]]] | None = None):
+                   profile: Mapping[str, tuple[Sequence[int], Sequence[int], Sequence[int]]] | None = None,
+                   memory_arena: bool = True):
     """The project's one way to create an ``onnxruntime.InferenceSession``.
 
     Session options, the same for every caller: errors-only onnxruntime logging (CUDA / TensorRT
@@ -142,6 +143,9 @@ def create_session(model: str | Path | bytes, providers: Sequence[str] = ("cpu",
         trt_cache_dir: TensorRT EP engine / timing cache folder; default ``trt-cache`` beside a model
             path (none for bytes).
         fp16, profile: TensorRT EP FP16 kernels and optimisation profile (:func:`provider_options`).
+        memory_arena: onnxruntime's CPU memory arena. Off, buffers go back to the allocator after each
+            run: on the dm10 detector at batch 1-4 about 115-140 MB less resident memory (measured on the
+            2-core VM; ``detector.cpu_memory_arena``). Memory patterns stay on either way.
 
     Returns:
         The ``onnxruntime.InferenceSession``; ``get_providers()`` names what really runs, best first.
@@ -163,6 +167,7 @@ def create_session(model: str | Path | bytes, providers: Sequence[str] = ("cpu",
     wanted = [(n, provider_options(n, trt_cache_dir, fp16, profile)) for n in names]
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
+    options.enable_cpu_mem_arena = bool(memory_arena)
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION[graph_optimization])
     options.log_severity_level = 3  # CUDA/TensorRT load failures on CPU hosts are expected
     if optimized_model_path is not None:
@@ -189,6 +194,7 @@ class OnnxModel:
         trt_cache_dir: TensorRT EP engine/timing cache folder (default ``trt-cache`` beside the model).
         fp16: let the TensorRT EP use FP16 kernels.
         profile: TensorRT EP optimisation profile ``{input: (min, opt, max) shapes}``.
+        memory_arena: onnxruntime's CPU memory arena (:func:`create_session`).
 
     Raises:
         ModelLoadError: if the file is missing or onnxruntime cannot load it.
@@ -196,12 +202,13 @@ class OnnxModel:
 
     def __init__(self, path: str | Path, providers: Sequence[str] = ("cuda", "cpu"), intra_op_threads: int = 0,
                  trt_cache_dir: str | Path | None = None, fp16: bool = True,
-                 profile: Mapping[str, tuple[Sequence[int], Sequence[int], Sequence[int]]] | None = None):
+                 profile: Mapping[str, tuple[Sequence[int], Sequence[int], Sequence[int]]] | None = None,
+                 memory_arena: bool = True):
         import onnxruntime as ort
 
         self.path = Path(path)
         self.session = create_session(self.path, providers, intra_op_threads, trt_cache_dir=trt_cache_dir,
-                                      fp16=fp16, profile=profile)
+                                      fp16=fp16, profile=profile, memory_arena=memory_arena)
         self.providers: list[str] = self.session.get_providers()
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]

@@ -89,6 +89,7 @@ class DetectorConfig(_Strict):
     providers: list[Provider] = Field(["tensorrt", "cuda", "cpu"], min_length=1, description="Execution providers in order of preference; CPU is always the last resort.")
     intra_op_threads: int = Field(0, ge=0, le=256, description="onnxruntime intra-op threads (0 = onnxruntime default).")
     max_batch: int = Field(4, ge=1, le=64, description="Most frames (across cameras) per detector run.")
+    cpu_memory_arena: bool = Field(False, description="onnxruntime's CPU memory arena for the detector. Off (the default) it returns buffers after each run: about 115-140 MB less stage memory at equal speed (measured on the 2-core VM, docs/PERFORMANCE.md).")
     max_wait_ms: float = Field(5.0, ge=0, le=1000, description="Longest wait to fill a detector batch after its first frame, milliseconds.")
     peak_threshold: float = Field(0.1, gt=0, lt=1, description="Heatmap peak threshold.")
     paf_threshold: float = Field(0.05, ge=0, lt=1, description="Minimum PAF alignment per sample point along a limb.")
@@ -148,6 +149,13 @@ class MetricsConfig(_Strict):
     stage_stall_s: float = Field(30.0, gt=0, le=3600, description="/healthz answers 503 when a stage loop (engine or post-processing thread) has not come round for this long.")
 
 
+class MediaConfig(_Strict):
+    snapshot_dir: Path | None = Field(None, description="Folder for a JPEG snapshot of every `start` event (the frame with skeletons, track ids, label and score drawn; its path is the event's `snapshot`); null disables snapshots.")
+    retention_days: float | None = Field(7.0, gt=0, le=3650, description="Snapshots older than this are deleted; null keeps them.")
+    max_mb: float | None = Field(1024.0, gt=0, description="The oldest snapshots are deleted while the folder holds more than this (MiB); null for no cap.")
+    jpeg_quality: int = Field(85, ge=1, le=100, description="JPEG quality of the snapshots.")
+
+
 class Config(_Strict):
     paths: PathsConfig = Field(default_factory=PathsConfig, description="Data, model and artifact directories.")
     sources: list[SourceConfig] = Field(default_factory=list, description="Cameras / files / streams to read.")
@@ -157,6 +165,7 @@ class Config(_Strict):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Per-camera person tracker.")
     events: EventsConfig = Field(default_factory=EventsConfig, description="Event logic and outputs.")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus endpoint.")
+    media: MediaConfig = Field(default_factory=MediaConfig, description="Event snapshots.")
     record_poses: Path | None = Field(None, description="Append every frame's detected persons (original pixels, track ids) to this JSON-lines file; `engines.datasets.generic.jsonl_to_npz` turns it into training data.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level (logs go to stderr).")
 

@@ -123,7 +123,8 @@ def load_models(cfg: Config, progress: bool = True):
                               min_parts=d.min_parts, min_person_score=d.min_person_score)
     except ValueError as exc:
         raise StartupError(f"detector decoder settings: {exc}; fix the detector section of the config") from exc
-    detector = PoseDetector(det_manifest, providers=d.providers, decoder=decoder, intra_op_threads=d.intra_op_threads)
+    detector = PoseDetector(det_manifest, providers=d.providers, decoder=decoder, intra_op_threads=d.intra_op_threads,
+                            memory_arena=d.cpu_memory_arena)
     r = cfg.recognizer
     if r.model == "none":  # record-only: detect, track, build and record windows
         return detector, None
@@ -330,7 +331,16 @@ def build_stage(cfg: Config, ctx: zmq.Context, stack: ExitStack, expected_files:
         except OSError as exc:
             raise StartupError(f"cannot open record_poses file {cfg.record_poses} ({exc.strerror}); set record_poses to a writable path") from exc
         stack.callback(recorder.close)
-    return Stage(settings, sock, detector, recognizer, logic, outputs, metrics, health, recorder)
+    snapshots = None
+    if cfg.media.snapshot_dir is not None and recognizer is not None:
+        from pipeline.snapshots import SnapshotWriter
+        m = cfg.media
+        try:
+            snapshots = SnapshotWriter(m.snapshot_dir, m.retention_days, None if m.max_mb is None else int(m.max_mb * 2**20),
+                                       m.jpeg_quality)
+        except OSError as exc:
+            raise StartupError(f"cannot create media.snapshot_dir {m.snapshot_dir} ({exc.strerror}); set it to a writable folder or null") from exc
+    return Stage(settings, sock, detector, recognizer, logic, outputs, metrics, health, recorder, snapshots)
 
 
 def check_file_sources(cfg: Config, sources: list[SourceConfig]) -> None:

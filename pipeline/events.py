@@ -5,7 +5,8 @@ Schema ``sarde.event/2`` (one JSON object, compact, sorted keys)::
     {"camera": str, "emitted_ts": float (Unix s), "event_id": str (32 hex, uuid4),
      "interrupted": bool, "label": str, "label_index": int >= 0, "model_id": str,
      "phase": "start" | "update" | "end", "schema": "sarde.event/2",
-     "score": float in [0, 1] (smoothed), "track_ids": [int, ...] (ascending, >= 1 entry),
+     "score": float in [0, 1] (smoothed), "snapshot": str | null,
+     "track_ids": [int, ...] (ascending, >= 1 entry),
      "window": {"start_ts": float, "end_ts": float, "start_frame": int, "end_frame": int}}
 
 One continuing action of one group of tracks is one ``event_id`` over its ``start``, any number of
@@ -13,10 +14,12 @@ One continuing action of one group of tracks is one ``event_id`` over its ``star
 observe: the stage that ran the action was killed (``kill -9``, power loss) and the next one closed
 it at start-up from the journal (:meth:`pipeline.journal.EventJournal.open_actions`); every other
 event has ``false``, an ordinary ``end`` included (the action's score fell, its track ended, or the
-stream or the daemon stopped). Unknown keys are rejected: a change of the fields is a new schema
+stream or the daemon stopped). ``snapshot`` is the path of the JPEG the stage saved when the action
+started (the frame with the overlay, :mod:`pipeline.snapshots`; ``media.snapshot_dir``), only on
+``start`` events and only when snapshots are on; ``null`` otherwise. Unknown keys are rejected: a change of the fields is a new schema
 version.
 
-``sarde.event/1`` is the same without ``interrupted``. Events of that version (journals written by
+``sarde.event/1`` is the same without ``interrupted`` and ``snapshot``. Events of that version (journals written by
 an older build) are still read and validated as they were written (``schema`` stays
 ``"sarde.event/1"``, :attr:`ActionEvent.interrupted` reads false and ``to_json`` reproduces the
 stored text); new events are always :data:`SCHEMA`.
@@ -78,6 +81,7 @@ class ActionEvent:
         interrupted: an ``end`` the next stage emitted for an action its killed predecessor left
             open (module docstring); false for every other event. Only ``end`` events may be
             interrupted, and only in :data:`SCHEMA`.
+        snapshot: path of the start event's JPEG snapshot (module docstring), else None.
         schema: :data:`SCHEMA` for new events; :data:`SCHEMA_V1` for events read from an old journal.
 
     Raises:
@@ -95,11 +99,12 @@ class ActionEvent:
     model_id: str
     emitted_ts: float
     interrupted: bool = False
+    snapshot: str | None = None
     schema: str = field(default=SCHEMA)
 
     def __post_init__(self) -> None:
-        if self.schema == SCHEMA_V1 and self.interrupted is not False:
-            raise EventSchemaError(f"{SCHEMA_V1} events have no 'interrupted' (use {SCHEMA})")
+        if self.schema == SCHEMA_V1 and (self.interrupted is not False or self.snapshot is not None):
+            raise EventSchemaError(f"{SCHEMA_V1} events have no 'interrupted' or 'snapshot' (use {SCHEMA})")
         _validate(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,7 +112,7 @@ class ActionEvent:
         ``interrupted`` key)."""
         obj = asdict(self)
         if self.schema == SCHEMA_V1:
-            del obj["interrupted"]
+            del obj["interrupted"], obj["snapshot"]
         return obj
 
     def to_json(self) -> str:
@@ -124,7 +129,7 @@ class ActionEvent:
                    score=float(obj["score"]), model_id=obj["model_id"], emitted_ts=float(obj["emitted_ts"]),
                    window=EventWindow(start_ts=float(w["start_ts"]), end_ts=float(w["end_ts"]),
                                       start_frame=w["start_frame"], end_frame=w["end_frame"]),
-                   interrupted=obj.get("interrupted", False), schema=obj["schema"])
+                   interrupted=obj.get("interrupted", False), snapshot=obj.get("snapshot"), schema=obj["schema"])
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "ActionEvent":
@@ -139,9 +144,9 @@ class ActionEvent:
 _FIELDS: dict[str, tuple[type, ...]] = {
     "event_id": (str,), "phase": (str,), "camera": (str,), "track_ids": (list,), "label": (str,),
     "label_index": (int,), "score": (int, float), "window": (dict,), "model_id": (str,),
-    "emitted_ts": (int, float), "schema": (str,), "interrupted": (bool,),
+    "emitted_ts": (int, float), "schema": (str,), "interrupted": (bool,), "snapshot": (str, type(None)),
 }
-_FIELDS_V1 = {k: v for k, v in _FIELDS.items() if k != "interrupted"}
+_FIELDS_V1 = {k: v for k, v in _FIELDS.items() if k not in ("interrupted", "snapshot")}
 _WINDOW_FIELDS: dict[str, tuple[type, ...]] = {
     "start_ts": (int, float), "end_ts": (int, float), "start_frame": (int,), "end_frame": (int,),
 }
@@ -172,6 +177,8 @@ def _validate(obj: Any) -> None:
     _check_fields(obj, _FIELDS if schema == SCHEMA else _FIELDS_V1, "event")
     if obj.get("interrupted") and obj["phase"] != "end":
         raise EventSchemaError(f"only end events can be interrupted, got a {str(obj['phase'])[:20]!r} event")
+    if obj.get("snapshot") is not None and (obj["phase"] != "start" or not obj["snapshot"]):
+        raise EventSchemaError(f"only start events carry a snapshot path, got a {str(obj['phase'])[:20]!r} event")
     if not _HEX32.match(obj["event_id"]):
         raise EventSchemaError(f"event_id must be 32 lowercase hex chars, got {obj['event_id']!r}")
     if obj["phase"] not in PHASES:

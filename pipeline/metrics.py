@@ -46,6 +46,8 @@ class StageMetrics:
         self.events = Counter("sarde_events_total", "Action events emitted.", ["camera", "label", "phase"], registry=r)
         self.events_publish_failed = Counter("sarde_events_publish_failed_total", "Events not sent on the PUB socket (they are still in the journal).", registry=r)
         self.journal_pruned = Counter("sarde_journal_pruned_total", "Events deleted from the journal by its retention policy.", registry=r)
+        self.snapshots = Counter("sarde_snapshots_total", "Event snapshots written.", ["camera"], registry=r)
+        self.snapshot_errors = Counter("sarde_snapshot_errors_total", "Event snapshots that could not be written (the event went out without one).", registry=r)
         self.journal_errors = Counter("sarde_journal_errors_total", "Events the journal failed to store (still published).", registry=r)
         self.reader_reconnects = Counter("sarde_reader_reconnects_total", "Source reopen attempts reported by readers.", ["camera"], registry=r)
         self.reader_restarts = Counter("sarde_reader_restarts_total", "Reader processes restarted by the daemon's watchdog after they died.", ["camera"], registry=r)

@@ -23,6 +23,7 @@ Messages are received part by part and at most :data:`pipeline.wire.MAX_PARTS` a
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -37,6 +38,7 @@ from engines.skeleton import normalize_keypoints
 from pipeline.events import ActionEvent, EventLogic
 from engines.letterbox import unletterbox
 from pipeline.metrics import Health, StageMetrics
+from pipeline.snapshots import LastFrame, draw_overlay
 from pipeline.tracking import Tracker
 from pipeline.wire import MAX_PARTS, FrameHeader, WireError, decode
 from pipeline.windows import TrackBuffers, Window, WindowScheduler
@@ -80,6 +82,8 @@ class CameraState:
     peer: str | None = None  # CURVE public key of the reader that owns the camera
     session: str | None = None  # wire session of the reader that owns the camera (None: not yet bound)
     session_seen: float = 0.0  # time.monotonic() of the owner's latest message, seconds
+    last_assignments: list = field(default_factory=list)  # (track id, person index) of the latest frame
+    track_frames: dict = field(default_factory=dict)  # track id -> LastFrame it was last seen in (snapshots)
     reader_dropped: int = 0
     reader_reconnects: int = 0
     ended: bool = False
@@ -147,7 +151,8 @@ class Stage:
     """
 
     def __init__(self, settings: StageSettings, socket: zmq.Socket, detector, recognizer, logic: EventLogic,
-                 emit: Callable[[ActionEvent], None], metrics: StageMetrics, health: Health, recorder=None):
+                 emit: Callable[[ActionEvent], None], metrics: StageMetrics, health: Health, recorder=None,
+                 snapshots=None):
         self.s = settings
         self.socket = socket
         self.detector = detector
@@ -157,6 +162,7 @@ class Stage:
         self.metrics = metrics
         self.health = health
         self.recorder = recorder  # optional pipeline.recorder.PoseRecorder
+        self.snapshots = snapshots  # optional pipeline.snapshots.SnapshotWriter
         self.cameras: dict[str, CameraState] = {}
         self.rl = RateLimitedLog()
         self.input_size = tuple(detector.input_size)  # (W, H)
@@ -366,10 +372,14 @@ class Stage:
         for item, output in zip(batch, raw):
             t0 = time.perf_counter()
             try:
-                people = self.detector.decoder.decode(output)  # (P, 18, 3) detector-input pixels
+                found = self.detector.decoder.decode(output)  # (P, 18, 3) detector-input pixels
                 self.metrics.grouping_latency.observe(time.perf_counter() - t0)
-                people = unletterbox(people, item.header.scale, tuple(item.header.pad))  # original pixels
+                people = unletterbox(found, item.header.scale, tuple(item.header.pad))  # original pixels
                 new = self._track(item.cam, item.header, people)
+                if self.snapshots is not None:  # what a start event's snapshot shows (no copy of the image)
+                    seen = LastFrame(item.image, found, {i: t for t, i in item.cam.last_assignments}, item.header.seq)
+                    for t in seen.track_of.values():
+                        item.cam.track_frames[t] = seen
             except (ValueError, FloatingPointError) as exc:
                 # Input the header let through but the geometry cannot use (e.g. absurd scale/pad):
                 # drop this frame, keep the camera and the daemon running.
@@ -390,6 +400,7 @@ class Stage:
         cam.frames += 1
         self.metrics.persons_detected.labels(cam.name).inc(len(people))
         update = self.tracker_update(cam, frame_no, people)
+        cam.last_assignments = update.assignments
         frame_size = (int(header.orig_size[0]), int(header.orig_size[1]))  # (W, H) original pixels of this frame
         norm = normalize_keypoints(people, frame_size) if len(people) else people  # (P, 18, 3)
         for track_id, idx in update.assignments:
@@ -415,6 +426,7 @@ class Stage:
                 self._emit_all(self.logic.end_group(cam.name, key))
         for t in ended:
             cam.buffers.drop(t)
+            cam.track_frames.pop(t, None)
 
     def _end_camera(self, cam: CameraState) -> None:
         if cam.ended:
@@ -470,8 +482,30 @@ class Stage:
         scores_log.info("camera %s tracks %s frames %d-%d: %s", w.camera, list(w.track_ids), w.start_frame, w.end_frame,
                         ", ".join(f"{labels[i]} {scores[i]:.3f}" for i in top))
 
+    def _snapshot(self, e: ActionEvent) -> ActionEvent:
+        """``e`` with the path of its snapshot (the latest frame that shows the event's tracks, with the overlay), when
+        snapshots are on and ``e`` starts an action; a failed write is logged and counted, and ``e``
+        goes out without one."""
+        cam = self.cameras.get(e.camera)
+        if self.snapshots is None or e.phase != "start" or cam is None:
+            return e
+        seen = [cam.track_frames[t] for t in e.track_ids if t in cam.track_frames]
+        if not seen:
+            return e
+        frame = max(seen, key=lambda f: f.frame_no)  # the latest frame showing the event's people
+        try:
+            path = self.snapshots.save(e.camera, e.event_id, draw_overlay(frame, list(e.track_ids), e.label, e.score),
+                                       e.emitted_ts)
+        except (OSError, ValueError) as exc:
+            self.metrics.snapshot_errors.inc()
+            self.rl.warning("snapshot", "camera %s: snapshot of event %s not written: %s", e.camera, e.event_id, exc)
+            return e
+        self.metrics.snapshots.labels(e.camera).inc()
+        return dataclasses.replace(e, snapshot=str(path))
+
     def _emit_all(self, events: list[ActionEvent]) -> None:
         for e in events:
+            e = self._snapshot(e)
             self.metrics.events.labels(e.camera, e.label, e.phase).inc()
             self.events_total += 1
             self.emit(e)

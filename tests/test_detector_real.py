@@ -220,3 +220,15 @@ def test_ntu_reader_raw_and_errors(shared_dir, tmp_path):
     truncated.write_text("\n".join(lines[:5] + ["1 2 x"] + lines[6:]))
     with pytest.raises(NtuFormatError, match=":6:"):
         parse_ntu_skeleton(truncated)
+
+
+def test_without_memory_arena_same_persons_on_real_frames(detector, detector_onnx, shared_dir):
+    """`detector.cpu_memory_arena: false` (the daemon's default, less resident memory) changes where
+    onnxruntime's buffers live, not what the detector finds: the same persons on real frames."""
+    lean = PoseDetector(detector_onnx, providers=("cpu",), intra_op_threads=2, memory_arena=False)
+    assert lean.model.session.get_session_options().enable_cpu_mem_arena is False
+    assert detector.model.session.get_session_options().enable_cpu_mem_arena is True
+    frames = read_frames(shared_dir / "data/videos/pyskl/ntu_hug.avi", [0, 10, 20, 30])
+    batch = np.stack([letterbox(f, detector.input_size)[0] for f in frames])
+    for a, b in zip(detector.infer(batch), lean.infer(batch)):
+        assert a.shape == b.shape and np.abs(a - b).max() < 1e-3

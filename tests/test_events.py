@@ -206,7 +206,7 @@ def test_interrupted_is_false_unless_an_end_says_so():
 def test_version_1_events_are_still_read_as_written():
     """A journal row of the previous schema (no ``interrupted``) reads back as it was stored."""
     obj = json.loads(sample_event(phase="end").to_json())
-    del obj["interrupted"]
+    del obj["interrupted"], obj["snapshot"]
     obj["schema"] = SCHEMA_V1
     text = json.dumps(obj, separators=(",", ":"), sort_keys=True)
     event = ActionEvent.from_json(text)
@@ -214,6 +214,16 @@ def test_version_1_events_are_still_read_as_written():
     assert event.to_json() == text  # byte for byte: no interrupted key added to an old event
     with pytest.raises(EventSchemaError):
         sample_event(schema=SCHEMA_V1, phase="end", interrupted=True)
+
+
+def test_snapshot_only_on_start_events():
+    assert json.loads(sample_event(phase="start", snapshot="/media/cam/x.jpg").to_json())["snapshot"] == "/media/cam/x.jpg"
+    assert json.loads(sample_event(phase="end").to_json())["snapshot"] is None
+    for phase in ("update", "end"):
+        with pytest.raises(EventSchemaError, match="snapshot"):
+            sample_event(phase=phase, snapshot="/media/cam/x.jpg")
+    with pytest.raises(EventSchemaError):
+        sample_event(phase="start", snapshot=3)
 
 
 @pytest.mark.parametrize("text", ["", "{", "[]", "null", '"x"', b"\xff\xfe", '{"score": NaN}'])

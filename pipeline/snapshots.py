@@ -1,0 +1,145 @@
+"""Event snapshots: a JPEG of what the model saw when an action started, with the overlay drawn on it.
+
+For every live track the stage keeps the latest frame it was seen in (the letterboxed detector
+input it already holds, no copy; frames are shared between the tracks they show and freed when
+their tracks end) with the persons found on it and their track ids (:class:`LastFrame`). On every ``start``
+event, :meth:`SnapshotWriter.save` draws the overlay with OpenCV (:func:`draw_overlay`: COCO-18
+skeletons, track ids, the event's label and score; the event's tracks in red, other persons in grey)
+and writes ``<media_dir>/<camera>/<UTC date>/<event_id>.jpg``; the event carries that path
+(``snapshot`` field of ``sarde.event/2``). Retention (:meth:`SnapshotWriter.prune`, by age and by
+total size, oldest first) runs after every write; a failed write is logged and counted, never fatal,
+and the event is emitted without a snapshot.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engines.layouts import COCO18_EDGES
+
+log = logging.getLogger(__name__)
+
+_EVENT = (40, 40, 230)   # BGR: the event's tracks
+_OTHER = (160, 160, 160)  # BGR: everyone else
+
+
+@dataclass
+class LastFrame:
+    """A processed frame: ``image`` ``(H, W, 3)`` uint8 BGR letterboxed detector input (read-only, a
+    view of the received message), ``people`` ``(P, 18, 3)`` float32 joints in those pixels with
+    scores, ``track_of`` ``{person index: track id}``, ``frame_no`` the camera's frame number."""
+
+    image: np.ndarray
+    people: np.ndarray
+    track_of: dict[int, int]
+    frame_no: int = 0
+
+
+def draw_overlay(frame: LastFrame, track_ids: list[int], label: str, score: float, min_score: float = 0.05) -> np.ndarray:
+    """A copy of ``frame.image`` with every person's skeleton (joints with score ``> min_score``),
+    the track ids, and ``label score`` at the top; the persons of ``track_ids`` in red.
+
+    Returns:
+        ``(H, W, 3)`` uint8 BGR.
+    """
+    import cv2
+
+    img = np.ascontiguousarray(frame.image).copy()
+    for p, joints in enumerate(np.asarray(frame.people, np.float32)):
+        tid = frame.track_of.get(p)
+        colour = _EVENT if tid in track_ids else _OTHER
+        ok = joints[:, 2] > min_score
+        for a, b in COCO18_EDGES:
+            if ok[a] and ok[b]:
+                cv2.line(img, tuple(int(round(v)) for v in joints[a, :2]), tuple(int(round(v)) for v in joints[b, :2]),
+                         colour, 2, cv2.LINE_AA)
+        for j in np.flatnonzero(ok):
+            cv2.circle(img, tuple(int(round(v)) for v in joints[j, :2]), 3, colour, -1, cv2.LINE_AA)
+        if tid is not None and ok.any():
+            x, y = joints[ok, 0].min(), joints[ok, 1].min()
+            cv2.putText(img, f"#{tid}", (int(x), max(12, int(y) - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
+    text = f"{label} {score:.2f}"
+    cv2.rectangle(img, (0, 0), (12 + 11 * len(text), 24), (0, 0, 0), -1)
+    cv2.putText(img, text, (6, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
+    return img
+
+
+class SnapshotWriter:
+    """Writes event snapshots under ``media_dir`` and keeps it within its retention.
+
+    Args:
+        media_dir: root folder (created).
+        retention_days: snapshots older than this are deleted (None: no age limit).
+        max_bytes: the oldest snapshots are deleted while the folder holds more (None: no size limit).
+        jpeg_quality: OpenCV JPEG quality, 1-100.
+
+    Raises:
+        OSError: ``media_dir`` cannot be created (a start-up error).
+    """
+
+    def __init__(self, media_dir: str | Path, retention_days: float | None = 7.0, max_bytes: int | None = 1 << 30,
+                 jpeg_quality: int = 85):
+        self.root = Path(media_dir)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.max_age_s = None if retention_days is None else 86400.0 * retention_days
+        self.max_bytes = max_bytes
+        self.quality = int(jpeg_quality)
+
+    def save(self, camera: str, event_id: str, image: np.ndarray, when: float | None = None) -> Path:
+        """Write ``image`` (``(H, W, 3)`` uint8 BGR) as ``<camera>/<YYYY-MM-DD>/<event_id>.jpg`` (UTC date of
+        ``when``, default now), atomically (temporary file, then rename), then prune.
+
+        Raises:
+            OSError: the file cannot be written. ValueError: OpenCV cannot encode the image.
+        """
+        import cv2
+
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        if not ok:
+            raise ValueError(f"cannot encode a {image.shape} image as JPEG")
+        folder = self.root / camera / time.strftime("%Y-%m-%d", time.gmtime(when or time.time()))
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{event_id}.jpg"
+        tmp = path.with_suffix(".jpg.tmp")
+        tmp.write_bytes(buf.tobytes())
+        os.replace(tmp, path)
+        self.prune()
+        return path
+
+    def prune(self, now: float | None = None) -> int:
+        """Delete snapshots older than the age limit, then the oldest while over the size limit, and
+        the date folders left empty. Returns how many files were deleted."""
+        now = time.time() if now is None else now
+        files = []
+        for p in self.root.rglob("*.jpg"):
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            files.append((st.st_mtime, st.st_size, p))
+        files.sort()
+        total = sum(size for _, size, _ in files)
+        deleted = 0
+        for mtime, size, p in files:
+            too_old = self.max_age_s is not None and now - mtime > self.max_age_s
+            too_big = self.max_bytes is not None and total > self.max_bytes
+            if not (too_old or too_big):
+                break
+            try:
+                p.unlink()
+                deleted += 1
+                total -= size
+            except OSError as exc:
+                log.warning("snapshot retention: cannot delete %s: %s", p, exc)
+        if deleted:
+            for d in sorted((d for d in self.root.glob("*/*") if d.is_dir()), reverse=True):
+                try:
+                    d.rmdir()  # only if empty
+                except OSError:
+                    pass
+        return deleted
