@@ -144,8 +144,9 @@ def create_session(model: str | Path | bytes, providers: Sequence[str] = ("cpu",
             path (none for bytes).
         fp16, profile: TensorRT EP FP16 kernels and optimisation profile (:func:`provider_options`).
         memory_arena: onnxruntime's CPU memory arena. Off, buffers go back to the allocator after each
-            run: on the dm10 detector at batch 1-4 about 115-140 MB less resident memory (measured on the
-            2-core VM; ``detector.cpu_memory_arena``). Memory patterns stay on either way.
+            run: on the dm10 detector at batch 1-4 about 115-140 MB less resident memory but 8 % (batch 1)
+            to 24 % (batch 4) more time per frame (medians of 15 runs, 2-core VM; ``detector.cpu_memory_arena``).
+            Memory patterns stay on either way.
 
     Returns:
         The ``onnxruntime.InferenceSession``; ``get_providers()`` names what really runs, best first.

@@ -89,7 +89,7 @@ class DetectorConfig(_Strict):
     providers: list[Provider] = Field(["tensorrt", "cuda", "cpu"], min_length=1, description="Execution providers in order of preference; CPU is always the last resort.")
     intra_op_threads: int = Field(0, ge=0, le=256, description="onnxruntime intra-op threads (0 = onnxruntime default).")
     max_batch: int = Field(4, ge=1, le=64, description="Most frames (across cameras) per detector run.")
-    cpu_memory_arena: bool = Field(False, description="onnxruntime's CPU memory arena for the detector. Off (the default) it returns buffers after each run: about 115-140 MB less stage memory at equal speed (measured on the 2-core VM, docs/PERFORMANCE.md).")
+    cpu_memory_arena: bool = Field(True, description="onnxruntime's CPU memory arena for the detector. Off, buffers go back after each run: about 115-140 MB less stage memory, but 8 % (batch 1) to 24 % (batch 4) slower per frame (dm10, 2-core VM, docs/PERFORMANCE.md); for memory-bound boxes.")
     max_wait_ms: float = Field(5.0, ge=0, le=1000, description="Longest wait to fill a detector batch after its first frame, milliseconds.")
     peak_threshold: float = Field(0.1, gt=0, lt=1, description="Heatmap peak threshold.")
     paf_threshold: float = Field(0.05, ge=0, lt=1, description="Minimum PAF alignment per sample point along a limb.")

@@ -223,7 +223,7 @@ def test_ntu_reader_raw_and_errors(shared_dir, tmp_path):
 
 
 def test_without_memory_arena_same_persons_on_real_frames(detector, detector_onnx, shared_dir):
-    """`detector.cpu_memory_arena: false` (the daemon's default, less resident memory) changes where
+    """`detector.cpu_memory_arena: false` (less resident memory, slower at batch 4) changes where
     onnxruntime's buffers live, not what the detector finds: the same persons on real frames."""
     lean = PoseDetector(detector_onnx, providers=("cpu",), intra_op_threads=2, memory_arena=False)
     assert lean.model.session.get_session_options().enable_cpu_mem_arena is False

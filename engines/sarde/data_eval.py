@@ -90,6 +90,20 @@ def make_splits(seqs: list, test_seqs: list | None, test_groups: list[str] | Non
              {"fold": k + 1, "folds": folds, "test_groups": sorted(g)}) for k, g in enumerate(fold_groups)]
 
 
+def _seed_top1(results: list[dict]) -> dict:
+    """Pooled top-1 of each seed's runs, and their mean and standard deviation over seeds."""
+    by_seed: dict = {}
+    for r in results:
+        right_n = by_seed.setdefault(r["split"].get("seed"), [0, 0])
+        conf = np.asarray(r["confusion"])
+        right_n[0] += int(np.trace(conf))
+        right_n[1] += int(conf.sum())
+    per = {str(k): v[0] / v[1] for k, v in by_seed.items() if v[1]}
+    vals = list(per.values())
+    return {"per_seed": per, "mean": float(np.mean(vals)) if vals else None,
+            "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else None}
+
+
 def summary(results: list[dict], labels: list[str]) -> dict:
     """Per-run and pooled figures: top-1 (pooled = over all held-out sequences of all runs), per-class
     accuracy and the summed confusion matrix (rows = true class)."""
@@ -103,6 +117,8 @@ def summary(results: list[dict], labels: list[str]) -> dict:
                   "top1": r["top1"], "daemon_top1": r["daemon_top1"], "train_seconds": r["train_seconds"]}
                  for r in results],
         "pooled_top1": float(np.trace(conf) / n) if n else None,
+        "seeds": sorted({r["split"].get("seed") for r in results if r["split"].get("seed") is not None}),
+        "seed_top1": _seed_top1(results),
         "mean_top1": float(np.mean([r["top1"] for r in results])) if results else None,
         "per_class": {name: (float(conf[k, k] / conf[k].sum()) if conf[k].sum() else None) for k, name in enumerate(labels)},
         "confusion": conf.tolist(),
@@ -116,7 +132,12 @@ def summary_markdown(s: dict, title: str) -> str:
     lines += [f"| {r['name']} | {json.dumps(r['split'])} | {r['n_train']} | {r['n_test']} | {pct(r['top1'])} | "
               f"{pct(r['daemon_top1'])} | {r['train_seconds']:.0f} |" for r in s["runs"]]
     lines += ["", f"Pooled top-1 over every held-out sequence: **{pct(s['pooled_top1'])} %** "
-              f"(mean of runs {pct(s['mean_top1'])} %).", "", "| class | accuracy % |", "|---|---|"]
+              f"(mean of runs {pct(s['mean_top1'])} %)."]
+    st = s["seed_top1"]
+    if st["std"] is not None:
+        lines.append(f"Over {len(st['per_seed'])} seeds: {pct(st['mean'])} ± {pct(st['std'])} % "
+                     f"({', '.join(pct(v) for v in st['per_seed'].values())}).")
+    lines += ["", "| class | accuracy % |", "|---|---|"]
     lines += [f"| {name} | {pct(acc)} |" for name, acc in s["per_class"].items()]
     labels = s["labels"]
     lines += ["", "Confusion (rows: true class, columns: predicted):", "",
@@ -138,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipe", type=Path, help=f"experiment recipe merged over {GENERIC_RECIPE.name} "
                         "(window, model, pretrain_depth, train, augment)")
     parser.add_argument("--epochs", type=int, help="override train.epochs")
-    parser.add_argument("--seed", type=int, help="seed (default: the recipe's)")
+    parser.add_argument("--seeds", help="comma-separated seeds (default: the recipe's): every split is trained once "
+                        "per seed and the summary gives the mean and spread over seeds (single-seed figures on small "
+                        "datasets move by several points with the seed or even the order of the sequences)")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny model, a few steps, data subset")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
@@ -167,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     name = args.data[0].stem
     recipe = {**recipe, "name": recipe.get("name", name), "dataset": name, "protocol": f"data:{name}", "variant": "data"}
     check_recipe_keys(recipe, "experiment")
-    seed = int(recipe.get("seed", 0)) if args.seed is None else int(args.seed)
+    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [int(recipe.get("seed", 0))]
     out_root = (args.out or DEFAULT_OUT / name).expanduser()
     import torch
 
@@ -176,12 +199,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     results = []
-    for run, train_seqs, test, split in runs:
-        if not test or not train_seqs:
-            raise DataEvalError(f"{run}: {'no held-out' if not test else 'no training'} sequence")
-        log.info("%s: %d training / %d held-out sequences, classes %s", run, len(train_seqs), len(test), labels)
-        results.append(train_and_evaluate(run, "data", recipe, seed, out_root / run, train_seqs, test, labels, name,
-                                          args.quick, args.device, not args.no_progress, split))
+    for seed in seeds:
+        for run, train_seqs, test, split in runs:
+            if not test or not train_seqs:
+                raise DataEvalError(f"{run}: {'no held-out' if not test else 'no training'} sequence")
+            folder = run if len(seeds) == 1 else f"{run}-seed{seed}"
+            log.info("%s: %d training / %d held-out sequences, classes %s", folder, len(train_seqs), len(test), labels)
+            results.append(train_and_evaluate(folder, "data", recipe, seed, out_root / folder, train_seqs, test, labels,
+                                              name, args.quick, args.device, not args.no_progress,
+                                              {**split, "seed": seed}))
     s = summary(results, labels)
     (out_root / "summary.json").write_text(json.dumps(s, indent=2), encoding="utf-8")
     md = summary_markdown(s, f"sarde eval data: {', '.join(str(p) for p in args.data)}")
