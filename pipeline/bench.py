@@ -65,6 +65,17 @@ def bench_detector(cfg: Config, detector, repeats: int) -> dict:
     b = cfg.detector.max_batch
     if b > 1:
         res[f"engine_plus_grouping_batch{b}"] = median_rate(lambda: detector.infer(frames[:b]), b, repeats)
+    # the same weights with onnxruntime's CPU memory arena the other way (detector.cpu_memory_arena), side by side
+    from engines.detector import PoseDetector
+
+    arena = bool(cfg.detector.cpu_memory_arena)
+    other = PoseDetector(detector.manifest_path, providers=cfg.detector.providers, decoder=detector.decoder,
+                         intra_op_threads=cfg.detector.intra_op_threads, memory_arena=not arena)
+    tag = "arena_off" if arena else "arena_on"
+    res[f"engine_plus_grouping_batch1_{tag}"] = median_rate(lambda: [other.infer(frames[i:i + 1]) for i in range(4)], 4, repeats)
+    if b > 1:
+        res[f"engine_plus_grouping_batch{b}_{tag}"] = median_rate(lambda: other.infer(frames[:b]), b, repeats)
+    res["cpu_memory_arena"] = arena
     return res
 
 
