@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the GStreamer RTSP server stack used by tests/rtsp_server.py (Debian/Ubuntu apt packages).
+# Install the test servers (Debian/Ubuntu apt packages): the GStreamer RTSP server stack used by
+# tests/rtsp_server.py, and the Mosquitto MQTT broker tests/test_mqtt.py starts on loopback.
 # Idempotent: does nothing when the packages are already present. Needs root or password-less sudo.
 # The server script runs with the distribution's /usr/bin/python3 (its `gi` is not in a venv).
 # Where nothing can be installed (no apt-get, no root) it warns and exits 0, and the RTSP tests skip
@@ -15,6 +16,7 @@ PKGS=(
   gstreamer1.0-plugins-ugly
   gstreamer1.0-libav
   gstreamer1.0-tools
+  mosquitto
 )
 
 give_up() {

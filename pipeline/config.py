@@ -116,6 +116,16 @@ class TrackingConfig(_Strict):
     min_joints: int = Field(3, ge=1, le=18, description="Detections with fewer joints are not tracked.")
 
 
+class MqttConfig(_Strict):
+    host: str = Field(..., min_length=1, description="MQTT broker host.")
+    port: int = Field(1883, ge=1, le=65535, description="MQTT broker port.")
+    topic_prefix: str = Field("sarde", min_length=1, max_length=64, pattern=r"^[^#+]+$", description="Topics are '<prefix>/<camera>/<label>' and '<prefix>/availability' (retained online/offline).")
+    qos: Literal[1, 2] = Field(1, description="MQTT QoS of the events (at least once: 1).")
+    client_id: str | None = Field(None, max_length=128, description="MQTT client id (default sarde-<pid>).")
+    username: str | None = Field(None, description="Broker user name.")
+    password_file: Path | None = Field(None, description="File holding the broker password (never put it in the config).")
+
+
 class EventsConfig(_Strict):
     threshold: float = Field(0.6, gt=0, le=1, description="Smoothed score at which an action starts.")
     end_threshold: float = Field(0.4, gt=0, le=1, description="Smoothed score below which an active action ends (hysteresis).")
@@ -126,6 +136,7 @@ class EventsConfig(_Strict):
     alert_labels: list[str] | None = Field(None, description="Only these labels raise events (null = every label but the ignored ones and the background).")
     pub_endpoint: str | None = Field("tcp://127.0.0.1:5560", description="ZeroMQ PUB endpoint the stage binds for events; null disables publishing.")
     topic_prefix: str = Field("sarde", min_length=1, max_length=64, description="Topic is '<prefix>.<camera>.<label>'.")
+    mqtt: MqttConfig | None = Field(None, description="Also publish events to an MQTT broker (paho-mqtt, QoS 1); what the broker did not acknowledge is re-sent from the journal, so it needs events.journal.")
     journal: Path | None = Field(Path("artifacts/events.db"), description="Durable event journal (sqlite); null disables it.")
     journal_retention_days: float | None = Field(30.0, gt=0, description="Journal retention: events older than this are deleted (at start-up and every journal_prune_every events); null keeps them forever.")
     journal_max_events: int | None = Field(1_000_000, ge=1, description="Journal retention: keep at most this many newest events; null for no cap.")

@@ -152,6 +152,14 @@ class Outputs:
             if self.journal is not None:
                 self.journal.close()
             raise
+        try:
+            self.mqtt = open_mqtt(ev, self.journal) if ev.mqtt is not None else None
+        except BaseException:
+            if self.publisher is not None:
+                self.publisher.close()
+            if self.journal is not None:
+                self.journal.close()
+            raise
         self.stdout = ev.stdout
         self.metrics = metrics
         self._retention = (None if ev.journal_retention_days is None else 86400.0 * ev.journal_retention_days,
@@ -199,11 +207,12 @@ class Outputs:
         from pipeline.journal import JournalError
 
         failed_before = self.publisher.publish_failed if self.publisher is not None else 0
+        seq = None
         try:
             if self.publisher is not None:
-                self.publisher.publish(event)
+                seq = self.publisher.publish(event)
             elif self.journal is not None:
-                self.journal.append(event)
+                seq = self.journal.append(event)
         except JournalError as exc:
             # The journal failed (disk full, file removed): keep the daemon up and the event visible.
             self.metrics.journal_errors.inc()
@@ -212,6 +221,8 @@ class Outputs:
                 self.publisher.send_only(event)
         if self.publisher is not None and self.publisher.publish_failed > failed_before:
             self.metrics.events_publish_failed.inc(self.publisher.publish_failed - failed_before)
+        if self.mqtt is not None:
+            self.mqtt.publish(seq, event)
         self._since_prune += 1
         if self._since_prune >= self._prune_every:
             self._prune()
@@ -220,10 +231,32 @@ class Outputs:
             sys.stdout.flush()
 
     def close(self) -> None:
+        if self.mqtt is not None:
+            self.mqtt.close()
         if self.publisher is not None:
             self.publisher.close()
         if self.journal is not None:
             self.journal.close()
+
+
+def open_mqtt(ev, journal):
+    """The :class:`pipeline.mqtt.MqttSink` of ``events.mqtt``; raises :class:`StartupError` (one line)
+    without a journal (the source of its re-sends), without paho-mqtt, or with an unreadable password file."""
+    m = ev.mqtt
+    if journal is None:
+        raise StartupError("events.mqtt needs events.journal (events the broker did not acknowledge are re-sent from it)")
+    password = None
+    if m.password_file is not None:
+        try:
+            password = Path(m.password_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise StartupError(f"events.mqtt.password_file {m.password_file}: {exc.strerror}; point it to a readable file") from exc
+    try:
+        from pipeline.mqtt import MqttSink
+        return MqttSink(m.host, m.port, journal.path, m.topic_prefix, m.qos, m.client_id, username=m.username,
+                        password=password)
+    except ImportError as exc:
+        raise StartupError(f"events.mqtt needs paho-mqtt ({exc}); pip install paho-mqtt") from exc
 
 
 def open_outputs(cfg: Config, ctx: zmq.Context, metrics: StageMetrics,
