@@ -28,6 +28,8 @@ def _load(args) -> Config:
         overrides.setdefault("transport", {})["frames_endpoint"] = args.endpoint
     if getattr(args, "bind", None):
         overrides.setdefault("transport", {})["frames_bind"] = args.bind
+    if getattr(args, "overlay", None):
+        overrides.setdefault("media", {})["overlay_dir"] = args.overlay
     cfg = load_config_or_default(args.config, overrides)
     sources = getattr(args, "source", None)
     if sources:
@@ -182,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("run", help="readers and stage on one box; events as JSON lines on stdout")
     common(sp)
     sp.add_argument("--metrics-port", type=int, help="override metrics.port (0 = any free port)")
+    sp.add_argument("--overlay", metavar="DIR", help="write each camera's frames with skeletons, track ids and open "
+                    "actions as DIR/<camera>-<time>.mp4 (media.overlay_dir)")
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("stage", help="only the stage: bind the frames endpoint, detect, track, recognise, emit")

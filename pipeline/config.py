@@ -165,6 +165,7 @@ class MediaConfig(_Strict):
     retention_days: float | None = Field(7.0, gt=0, le=3650, description="Snapshots older than this are deleted; null keeps them.")
     max_mb: float | None = Field(1024.0, gt=0, description="The oldest snapshots are deleted while the folder holds more than this (MiB); null for no cap.")
     jpeg_quality: int = Field(85, ge=1, le=100, description="JPEG quality of the snapshots.")
+    overlay_dir: Path | None = Field(None, description="Write every processed frame with skeletons, track ids and the labels of open actions as a video per camera and run (<overlay_dir>/<camera>-<UTC time>.mp4, mp4v); null disables it. `sarde run --overlay DIR` sets it.")
 
 
 class Config(_Strict):

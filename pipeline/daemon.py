@@ -373,7 +373,15 @@ def build_stage(cfg: Config, ctx: zmq.Context, stack: ExitStack, expected_files:
                                        m.jpeg_quality)
         except OSError as exc:
             raise StartupError(f"cannot create media.snapshot_dir {m.snapshot_dir} ({exc.strerror}); set it to a writable folder or null") from exc
-    return Stage(settings, sock, detector, recognizer, logic, outputs, metrics, health, recorder, snapshots)
+    overlay = None
+    if cfg.media.overlay_dir is not None:
+        from pipeline.overlay import OverlayWriter
+        try:
+            overlay = OverlayWriter(cfg.media.overlay_dir, cfg.recognizer.fps)
+        except OSError as exc:
+            raise StartupError(f"cannot create media.overlay_dir {cfg.media.overlay_dir} ({exc.strerror}); set it to a writable folder or null") from exc
+        stack.callback(overlay.close)
+    return Stage(settings, sock, detector, recognizer, logic, outputs, metrics, health, recorder, snapshots, overlay)
 
 
 def check_file_sources(cfg: Config, sources: list[SourceConfig]) -> None:

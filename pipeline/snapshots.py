@@ -40,9 +40,16 @@ class LastFrame:
     frame_no: int = 0
 
 
-def draw_overlay(frame: LastFrame, track_ids: list[int], label: str, score: float, min_score: float = 0.05) -> np.ndarray:
-    """A copy of ``frame.image`` with every person's skeleton (joints with score ``> min_score``),
-    the track ids, and ``label score`` at the top; the persons of ``track_ids`` in red.
+def draw_overlay(frame: LastFrame, labels: dict[int, str], caption: str | None = None,
+                 min_score: float = 0.05) -> np.ndarray:
+    """A copy of ``frame.image`` with every person's skeleton (joints with score ``> min_score``) and
+    track id; the tracks in ``labels`` in red with their label, everyone else in grey; ``caption``
+    (e.g. ``"fighting 0.93"``) at the top left.
+
+    Args:
+        frame: the frame and its persons (:class:`LastFrame`).
+        labels: ``{track id: label}`` of the tracks to highlight.
+        caption: text of the banner, or None for none.
 
     Returns:
         ``(H, W, 3)`` uint8 BGR.
@@ -52,7 +59,7 @@ def draw_overlay(frame: LastFrame, track_ids: list[int], label: str, score: floa
     img = np.ascontiguousarray(frame.image).copy()
     for p, joints in enumerate(np.asarray(frame.people, np.float32)):
         tid = frame.track_of.get(p)
-        colour = _EVENT if tid in track_ids else _OTHER
+        colour = _EVENT if tid in labels else _OTHER
         ok = joints[:, 2] > min_score
         for a, b in COCO18_EDGES:
             if ok[a] and ok[b]:
@@ -62,10 +69,11 @@ def draw_overlay(frame: LastFrame, track_ids: list[int], label: str, score: floa
             cv2.circle(img, tuple(int(round(v)) for v in joints[j, :2]), 3, colour, -1, cv2.LINE_AA)
         if tid is not None and ok.any():
             x, y = joints[ok, 0].min(), joints[ok, 1].min()
-            cv2.putText(img, f"#{tid}", (int(x), max(12, int(y) - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
-    text = f"{label} {score:.2f}"
-    cv2.rectangle(img, (0, 0), (12 + 11 * len(text), 24), (0, 0, 0), -1)
-    cv2.putText(img, text, (6, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
+            text = f"#{tid}" + (f" {labels[tid]}" if labels.get(tid) else "")
+            cv2.putText(img, text, (int(x), max(12, int(y) - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
+    if caption:
+        cv2.rectangle(img, (0, 0), (12 + 11 * len(caption), 24), (0, 0, 0), -1)
+        cv2.putText(img, caption, (6, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
     return img
 
 

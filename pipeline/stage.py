@@ -152,7 +152,7 @@ class Stage:
 
     def __init__(self, settings: StageSettings, socket: zmq.Socket, detector, recognizer, logic: EventLogic,
                  emit: Callable[[ActionEvent], None], metrics: StageMetrics, health: Health, recorder=None,
-                 snapshots=None):
+                 snapshots=None, overlay=None):
         self.s = settings
         self.socket = socket
         self.detector = detector
@@ -163,6 +163,7 @@ class Stage:
         self.health = health
         self.recorder = recorder  # optional pipeline.recorder.PoseRecorder
         self.snapshots = snapshots  # optional pipeline.snapshots.SnapshotWriter
+        self.overlay = overlay  # optional pipeline.overlay.OverlayWriter
         self.cameras: dict[str, CameraState] = {}
         self.rl = RateLimitedLog()
         self.input_size = tuple(detector.input_size)  # (W, H)
@@ -376,10 +377,13 @@ class Stage:
                 self.metrics.grouping_latency.observe(time.perf_counter() - t0)
                 people = unletterbox(found, item.header.scale, tuple(item.header.pad))  # original pixels
                 new = self._track(item.cam, item.header, people)
-                if self.snapshots is not None:  # what a start event's snapshot shows (no copy of the image)
+                if self.snapshots is not None or self.overlay is not None:  # no copy of the image
                     seen = LastFrame(item.image, found, {i: t for t, i in item.cam.last_assignments}, item.header.seq)
-                    for t in seen.track_of.values():
-                        item.cam.track_frames[t] = seen
+                    if self.snapshots is not None:  # what a start event's snapshot shows
+                        for t in seen.track_of.values():
+                            item.cam.track_frames[t] = seen
+                    if self.overlay is not None:
+                        self.overlay.write(item.cam.name, seen, self._open_labels(item.cam.name))
             except (ValueError, FloatingPointError) as exc:
                 # Input the header let through but the geometry cannot use (e.g. absurd scale/pad):
                 # drop this frame, keep the camera and the daemon running.
@@ -437,6 +441,8 @@ class Stage:
         self._recognise(windows)
         self._end_tracks(cam, remaining)
         cam.ended = True
+        if self.overlay is not None:
+            self.overlay.close_camera(cam.name)
         self.health.ended(cam.name)
         self.metrics.active_tracks.labels(cam.name).set(0)
 
@@ -482,6 +488,12 @@ class Stage:
         scores_log.info("camera %s tracks %s frames %d-%d: %s", w.camera, list(w.track_ids), w.start_frame, w.end_frame,
                         ", ".join(f"{labels[i]} {scores[i]:.3f}" for i in top))
 
+    def _open_labels(self, camera: str) -> dict[int, str]:
+        """``{track id: label}`` of the camera's open actions (what the overlay marks)."""
+        if self.logic is None:
+            return {}
+        return {t: label for cam, key, label in self.logic.open_actions if cam == camera for t in key}
+
     def _snapshot(self, e: ActionEvent) -> ActionEvent:
         """``e`` with the path of its snapshot (the latest frame that shows the event's tracks, with the overlay), when
         snapshots are on and ``e`` starts an action; a failed write is logged and counted, and ``e``
@@ -494,7 +506,8 @@ class Stage:
             return e
         frame = max(seen, key=lambda f: f.frame_no)  # the latest frame showing the event's people
         try:
-            path = self.snapshots.save(e.camera, e.event_id, draw_overlay(frame, list(e.track_ids), e.label, e.score),
+            path = self.snapshots.save(e.camera, e.event_id, draw_overlay(frame, {t: e.label for t in e.track_ids},
+                                                                        f"{e.label} {e.score:.2f}"),
                                        e.emitted_ts)
         except (OSError, ValueError) as exc:
             self.metrics.snapshot_errors.inc()

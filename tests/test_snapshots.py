@@ -28,7 +28,7 @@ def test_overlay_draws_the_event_tracks_in_red_and_others_grey():
     people[1, :, :2] = np.linspace([300, 60], [340, 300], 18)
     people[..., 2] = 0.9
     frame = LastFrame(image, people, {0: 7, 1: 9})
-    out = draw_overlay(frame, [7], "fighting", 0.93)
+    out = draw_overlay(frame, {7: "fighting"}, "fighting 0.93")
     assert image.max() == 30  # the received frame is never drawn on
     assert _reds(out[:, :220]) > 300 and _reds(out[:, 220:]) == 0  # track 7 red, track 9 not
     grey = (np.abs(out[:, 220:].astype(int) - 160) < 10).all(-1).sum()
@@ -71,3 +71,35 @@ def test_real_fight_start_events_carry_their_snapshot(daemon_config, shared_dir,
         img = cv2.imread(str(path))
         assert img.shape == (368, 432, 3)  # the letterboxed detector input the stage already holds
         assert _reds(img) > 100  # the event's skeletons are drawn
+
+
+def test_overlay_video_of_a_real_fall(daemon_config, shared_dir, tmp_path):
+    """`sarde run --overlay DIR` on a real fall (GMDCSA24 clip 14: the default model raises `falling`
+    1.9 s into it): one mp4 per camera with a frame per processed frame, the skeleton drawn, and the
+    person marked red with the label once `falling` started."""
+    import cv2
+
+    from pipeline.journal import EventJournal
+
+    cfg = daemon_config()
+    clip = shared_dir / "data" / "videos" / "gmdcsa24_s1" / "Fall" / "14.mp4"
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--config", str(cfg), "--source", str(clip),
+                        "--overlay", str(tmp_path / "overlay"), "--no-progress"],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (video,) = (tmp_path / "overlay").glob("14-*.mp4")
+    cap = cv2.VideoCapture(str(video))
+    frames = []
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        frames.append(img)
+    cap.release()
+    assert len(frames) >= 70 and frames[0].shape == (368, 432, 3)  # 5 s decimated to 15 fps
+    assert sum((np.abs(f.astype(int) - 160) < 12).all(-1).sum() > 50 for f in frames) > len(frames) // 2  # grey skeletons
+    starts = [e for _, e in EventJournal(tmp_path / "ev.db").read() if e.phase == "start"]
+    assert [e.label for e in starts] == ["falling"]
+    first = starts[0].window.end_frame  # the frame that completed the window which started it (15 fps clip: 1:1)
+    red = [_reds(f) > 30 for f in frames]  # mp4v blurs colours a little
+    assert not any(red[:first]) and sum(red[first:]) >= 3  # red only while the action is open
