@@ -90,11 +90,14 @@ def bench_recognizer(recognizer, repeats: int, batches=(1, 8, 32), manifest_path
 
 
 class _Recorder:
-    """Stands in for a prometheus Histogram: records every observation and forwards it."""
+    """Stands in for a prometheus Histogram (labelled or not): records every observation and forwards it."""
 
-    def __init__(self, inner):
+    def __init__(self, inner, values: list[float] | None = None):
         self.inner = inner
-        self.values: list[float] = []
+        self.values: list[float] = [] if values is None else values
+
+    def labels(self, *args, **kwargs) -> "_Recorder":
+        return _Recorder(self.inner.labels(*args, **kwargs), self.values)
 
     def observe(self, value: float) -> None:
         self.values.append(float(value))

@@ -36,7 +36,7 @@ class StageMetrics:
         self.grouping_latency = Histogram("sarde_grouping_latency_seconds", "PAF grouping time per frame.", buckets=_LATENCY_BUCKETS, registry=r)
         self.recognizer_latency = Histogram("sarde_recognizer_latency_seconds", "Fused SARDE graph run time per batch.", buckets=_LATENCY_BUCKETS, registry=r)
         self.frame_latency = Histogram("sarde_frame_latency_seconds", "Capture timestamp to end of tracking, per frame.", buckets=_LATENCY_BUCKETS, registry=r)
-        self.event_latency = Histogram("sarde_event_latency_seconds", "Receipt of the frame that completes a window to event published.", buckets=_LATENCY_BUCKETS, registry=r)
+        self.event_latency = Histogram("sarde_event_latency_seconds", "Receipt of the frame that completes a window to event published, per camera.", ["camera"], buckets=_LATENCY_BUCKETS, registry=r)
         self.detector_batch = Histogram("sarde_detector_batch_size", "Frames per detector run.", buckets=_BATCH_BUCKETS, registry=r)
         self.recognizer_batch = Histogram("sarde_recognizer_batch_size", "Windows per recogniser run.", buckets=_BATCH_BUCKETS, registry=r)
         self.queue_depth = Gauge("sarde_queue_depth", "Items waiting in a stage queue.", ["queue"], registry=r)

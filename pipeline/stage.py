@@ -469,7 +469,7 @@ class Stage:
             self._emit_all(events)
             received = getattr(w, "received_ts", None)
             if events and received is not None:
-                self.metrics.event_latency.observe(max(0.0, time.time() - received))
+                self.metrics.event_latency.labels(w.camera).observe(max(0.0, time.time() - received))
         self.metrics.queue_depth.labels("windows").set(0)
 
     def _log_scores(self, w: Window, scores: np.ndarray) -> None:
