@@ -57,7 +57,8 @@ def cmd_run(args) -> int:
     from pipeline.daemon import run_all
     cfg = _load(args)
     _setup_logging(cfg.log_level)
-    return run_all(_resolved(cfg, args), progress=not args.no_progress)
+    # SIGHUP re-reads the same file with the same command-line overrides (pipeline/reload.py)
+    return run_all(_resolved(cfg, args), progress=not args.no_progress, reload_config=lambda: _resolved(_load(args), args))
 
 
 def cmd_stage(args) -> int:

@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 import time
+from typing import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -101,20 +102,25 @@ def server_curve(cfg: Config, ctx: zmq.Context, stack: ExitStack) -> tuple[bytes
     return keypair
 
 
-def install_signal_handlers(stop: threading.Event) -> None:
-    """SIGINT / SIGTERM set ``stop``: the loops finish their step and shut down cleanly."""
+def install_signal_handlers(stop: threading.Event, reload: Callable[[], None] | None = None) -> None:
+    """SIGINT / SIGTERM set ``stop``: the loops finish their step and shut down cleanly. SIGHUP calls
+    ``reload`` (a config reload request, :class:`pipeline.reload.Reloader`) when given."""
     def handler(signum, _frame):
         log.info("received %s, shutting down", signal.Signals(signum).name)
         stop.set()
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+    if reload is not None:
+        def hup(signum, _frame):
+            log.info("received SIGHUP: reloading the config")
+            reload()
+        signal.signal(signal.SIGHUP, hup)
 
 
 def load_models(cfg: Config, progress: bool = True):
     """Detector and recogniser, created on first use; raises StartupError / ModelLoadError."""
     from engines.detector import PoseDetector
     from engines.pose import PoseDecoder
-    from engines.recognizer import Recognizer
 
     det_manifest = detector_manifest(cfg)
     d = cfg.detector
@@ -125,13 +131,9 @@ def load_models(cfg: Config, progress: bool = True):
         raise StartupError(f"detector decoder settings: {exc}; fix the detector section of the config") from exc
     detector = PoseDetector(det_manifest, providers=d.providers, decoder=decoder, intra_op_threads=d.intra_op_threads,
                             memory_arena=d.cpu_memory_arena)
-    r = cfg.recognizer
-    if r.model == "none":  # record-only: detect, track, build and record windows
+    if cfg.recognizer.model == "none":  # record-only: detect, track, build and record windows
         return detector, None
-    recognizer = Recognizer(recognizer_manifest(cfg), providers=r.providers, num_frames=r.num_frames,
-                            num_persons=r.num_persons, intra_op_threads=r.intra_op_threads, max_batch=r.max_batch,
-                            fps=r.fps)
-    return detector, recognizer
+    return detector, load_recognizer(cfg)
 
 
 class Outputs:
@@ -296,6 +298,28 @@ def silent_labels(cfg: Config, recognizer) -> list[str]:
     return sorted(silent & set(labels))
 
 
+def event_logic(cfg: Config, recognizer) -> EventLogic:
+    """The :class:`EventLogic` of ``cfg.events`` for ``recognizer`` (at start-up and on a config reload).
+
+    Raises:
+        StartupError: labels in the config the model does not have (:func:`silent_labels`).
+    """
+    ev = cfg.events
+    return EventLogic(recognizer.labels, threshold=ev.threshold, end_threshold=ev.end_threshold, smoothing=ev.smoothing,
+                      min_windows=ev.min_windows, ignore_labels=tuple(silent_labels(cfg, recognizer)),
+                      model_id=recognizer.model_id, pair_labels=tuple(ev.pair_labels))
+
+
+def load_recognizer(cfg: Config):
+    """The recogniser of ``cfg.recognizer`` (a manifest path; ``default`` resolved before), validated
+    against the config's ``T``, ``M`` and fps. Raises StartupError / ModelLoadError."""
+    from engines.recognizer import Recognizer
+
+    r = cfg.recognizer
+    return Recognizer(recognizer_manifest(cfg), providers=r.providers, num_frames=r.num_frames,
+                      num_persons=r.num_persons, intra_op_threads=r.intra_op_threads, max_batch=r.max_batch, fps=r.fps)
+
+
 def build_stage(cfg: Config, ctx: zmq.Context, stack: ExitStack, expected_files: list[str], progress: bool = True,
                 sessions: dict[str, str] | None = None):
     """Everything the stage needs, bound and ready; resources are closed by ``stack``.
@@ -352,10 +376,7 @@ def build_stage(cfg: Config, ctx: zmq.Context, stack: ExitStack, expected_files:
         sessions=dict(sessions or {}), session_takeover_s=cfg.transport.session_takeover_s,
         debug_interval_s=ev.debug_interval_s, end_when_all_eos=bool(expected_files), expected_cameras=expected_files,
     )
-    logic = None if recognizer is None else EventLogic(
-        recognizer.labels, threshold=ev.threshold, end_threshold=ev.end_threshold, smoothing=ev.smoothing,
-        min_windows=ev.min_windows, ignore_labels=tuple(silent_labels(cfg, recognizer)), model_id=recognizer.model_id,
-        pair_labels=tuple(ev.pair_labels))
+    logic = None if recognizer is None else event_logic(cfg, recognizer)
     recorder = None
     if cfg.record_poses is not None:
         from pipeline.recorder import PoseRecorder
@@ -415,12 +436,15 @@ def start_readers(settings: list[ReaderSettings]) -> list:
     return procs
 
 
-def run_all(cfg: Config, progress: bool = True) -> int:
-    """Readers (one process per source) and the stage in this process. Returns the exit code."""
+def run_all(cfg: Config, progress: bool = True, reload_config: Callable[[], Config] | None = None) -> int:
+    """Readers (one process per source) and the stage in this process. Returns the exit code.
+
+    ``reload_config``: re-reads the config on SIGHUP (:mod:`pipeline.reload`); None: SIGHUP is not handled."""
     if not cfg.sources:
         raise StartupError("no sources: add one under `sources:` in the config or pass --source PATH_OR_URL")
     stop = threading.Event()
-    install_signal_handlers(stop)
+    reload_requested = threading.Event()
+    install_signal_handlers(stop, reload_requested.set if reload_config is not None else None)
     ctx = zmq.Context()
     with ExitStack() as stack:
         stack.callback(ctx.term)
@@ -440,7 +464,16 @@ def run_all(cfg: Config, progress: bool = True) -> int:
             settings, procs, start=lambda st: start_readers([st])[0], end_camera=stage.end_camera_by_name,
             camera_ended=lambda name: name in stage.cameras and stage.cameras[name].ended,
             restarts=lambda camera: stage.metrics.reader_restarts.labels(camera).inc())
-        stage.run(stop, idle=watchdog.check)
+        idle = watchdog.check
+        if reload_config is not None:
+            from pipeline.reload import Reloader
+
+            reloader = Reloader(stage, cfg, reload_config, event_logic, load_recognizer, wanted=reload_requested)
+
+            def idle() -> None:
+                watchdog.check()
+                reloader.check()
+        stage.run(stop, idle=idle)
         log.info("stage done: %d windows classified, %d events", stage.windows_total, stage.events_total)
     return 0
 

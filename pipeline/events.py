@@ -346,6 +346,23 @@ class EventLogic:
             events.extend(self.end_group(cam, key))
         return events
 
+    def retune(self, other: "EventLogic") -> list[ActionEvent]:
+        """Take ``other``'s thresholds, smoothing, ``min_windows``, ignored and pair labels (a config
+        reload; the labels must be the same), keeping every group's state: open actions go on with
+        their ``event_id``. Returns the ``end`` events of open actions whose label may no longer raise
+        events.
+
+        Raises:
+            ValueError: ``other`` has other labels (a new model: end and replace the logic instead).
+        """
+        if other.labels != self.labels:
+            raise ValueError("retune needs the same labels; a new model gets a new EventLogic")
+        self.threshold, self.end_threshold = other.threshold, other.end_threshold
+        self.smoothing, self.min_windows = other.smoothing, other.min_windows
+        self._allowed, self._pair = other._allowed.copy(), other._pair.copy()
+        return [self._end(st, cam) for (cam, _), st in self._states.items()
+                if st.active is not None and not self._allowed[st.active]]
+
     def flush(self) -> list[ActionEvent]:
         """Close every open action and forget all state (shutdown)."""
         events = [self._end(st, cam) for (cam, _), st in self._states.items() if st.active is not None]

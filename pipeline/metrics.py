@@ -46,6 +46,7 @@ class StageMetrics:
         self.events = Counter("sarde_events_total", "Action events emitted.", ["camera", "label", "phase"], registry=r)
         self.events_publish_failed = Counter("sarde_events_publish_failed_total", "Events not sent on the PUB socket (they are still in the journal).", registry=r)
         self.journal_pruned = Counter("sarde_journal_pruned_total", "Events deleted from the journal by its retention policy.", registry=r)
+        self.config_reloads = Counter("sarde_config_reloads_total", "Config reloads (SIGHUP) by result: applied, or rejected (the running config stayed).", ["result"], registry=r)
         self.snapshots = Counter("sarde_snapshots_total", "Event snapshots written.", ["camera"], registry=r)
         self.snapshot_errors = Counter("sarde_snapshot_errors_total", "Event snapshots that could not be written (the event went out without one).", registry=r)
         self.journal_errors = Counter("sarde_journal_errors_total", "Events the journal failed to store (still published).", registry=r)

@@ -516,6 +516,20 @@ class Stage:
         self.metrics.snapshots.labels(e.camera).inc()
         return dataclasses.replace(e, snapshot=str(path))
 
+    def swap_model(self, recognizer, logic: EventLogic) -> None:
+        """Replace the recogniser and its event logic (a config reload; call between batches, on the
+        post thread): every open action of the old model gets its ``end`` first, so each action keeps
+        exactly one ``start`` and one ``end``."""
+        if self.logic is not None:
+            self._emit_all(self.logic.flush())
+        old = getattr(self.recognizer, "model_id", None)
+        self.recognizer, self.logic = recognizer, logic
+        log.info("recogniser swapped: model %s -> %s", old, getattr(recognizer, "model_id", None))
+
+    def emit_events(self, events: list[ActionEvent]) -> None:
+        """Emit events made outside the stage's own logic (e.g. ends after a config reload)."""
+        self._emit_all(events)
+
     def _emit_all(self, events: list[ActionEvent]) -> None:
         for e in events:
             e = self._snapshot(e)

@@ -1,0 +1,102 @@
+"""Config reload without a restart (SIGHUP to ``sarde run``).
+
+:class:`Reloader` re-reads the config file (the same loader as start-up: every key validated), and
+applies what can change while the stage runs, between two batches, on the stage's post-processing
+thread (``Stage.run``'s ``idle`` hook), so no window is classified half by the old and half by the
+new settings:
+
+* ``events``: thresholds, smoothing, ``min_windows``, ``ignore_labels`` / ``alert_labels`` /
+  ``pair_labels`` (checked against the model's labels). Open actions go on with their ``event_id``
+  (:meth:`pipeline.events.EventLogic.retune`); an open action whose label may no longer alert gets its
+  ``end``. ``debug_topk`` / ``debug_interval_s`` too.
+* ``recognizer.model``: the new manifest is loaded and checked against ``T``, ``M`` and fps first;
+  then every open action of the old model gets its ``end`` and the new model and event logic take
+  over (``Stage.swap_model``). Events are neither lost nor duplicated: each action has exactly one
+  ``start`` and one ``end``.
+
+Anything invalid (a bad key or value, a missing manifest, labels the model lacks) rejects the whole
+reload: logged in one line, counted (``sarde_config_reloads_total{result="rejected"}``), and the
+running config stays. Changes to other sections (paths, transport, detector, window geometry,
+tracking, sources, outputs) need a restart: they are logged as not applied.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable
+
+from engines.errors import UserError
+
+log = logging.getLogger(__name__)
+
+#: (section, key or None for the whole section) that a reload applies.
+APPLIED = {("events", k) for k in ("threshold", "end_threshold", "smoothing", "min_windows", "ignore_labels",
+                                   "alert_labels", "pair_labels", "debug_topk", "debug_interval_s")} | {("recognizer", "model")}
+
+
+def _flat(cfg) -> dict[tuple[str, str], object]:
+    data = cfg.model_dump(mode="json")
+    out = {}
+    for section, value in data.items():
+        if isinstance(value, dict):
+            out.update({(section, k): v for k, v in value.items()})
+        else:
+            out[(section, "")] = value
+    return out
+
+
+class Reloader:
+    """Applies config reloads to a running stage (module docstring).
+
+    Args:
+        stage: the running :class:`pipeline.stage.Stage`.
+        cfg: the config it runs with.
+        load: returns the new config (validated; ``recognizer.model: default`` resolved); raises
+            ``UserError`` (config errors) when it cannot.
+        make_logic: ``(cfg, recognizer) -> EventLogic`` (:func:`pipeline.daemon.event_logic`).
+        load_recognizer: ``cfg -> Recognizer`` (:func:`pipeline.daemon.load_recognizer`).
+        wanted: set by the SIGHUP handler to request a reload (default: a new event, see :meth:`request`).
+    """
+
+    def __init__(self, stage, cfg, load: Callable, make_logic: Callable, load_recognizer: Callable,
+                 wanted: threading.Event | None = None):
+        self.stage, self.cfg = stage, cfg
+        self._load, self._make_logic, self._load_recognizer = load, make_logic, load_recognizer
+        self._wanted = wanted if wanted is not None else threading.Event()
+
+    def request(self) -> None:
+        """Ask for a reload (safe from a signal handler); it happens at the next :meth:`check`."""
+        self._wanted.set()
+
+    def check(self) -> None:
+        """Reload now if one was requested (call between batches, on the stage's post thread)."""
+        if not self._wanted.is_set():
+            return
+        self._wanted.clear()
+        metrics = self.stage.metrics
+        try:
+            new = self._load()
+            before, after = _flat(self.cfg), _flat(new)
+            changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+            recognizer = self.stage.recognizer
+            if ("recognizer", "model") in changed:
+                recognizer = self._load_recognizer(new)
+            logic = self._make_logic(new, recognizer) if recognizer is not None else None
+        except (UserError, ValueError, OSError) as exc:
+            metrics.config_reloads.labels("rejected").inc()
+            log.error("config reload rejected, the running config stays: %s", str(exc).splitlines()[0] if str(exc) else exc)
+            return
+        ignored = [".".join(k).strip(".") for k in changed if k not in APPLIED]
+        if ignored:
+            log.warning("config reload: %s change(s) need a restart and were not applied", ", ".join(ignored))
+        if recognizer is not self.stage.recognizer:
+            self.stage.swap_model(recognizer, logic)
+        elif logic is not None and self.stage.logic is not None:
+            self.stage.emit_events(self.stage.logic.retune(logic))
+        self.stage.s.debug_topk, self.stage.s.debug_interval_s = new.events.debug_topk, new.events.debug_interval_s
+        applied = [".".join(k) for k in changed if k in APPLIED]
+        # what was not applied stays as it runs, so the next reload compares against the running state
+        self.cfg = new.model_copy(update={s: getattr(self.cfg, s) for s in {k[0] for k in changed if k not in APPLIED}
+                                          if s not in ("events", "recognizer")})
+        metrics.config_reloads.labels("applied").inc()
+        log.info("config reloaded: %s", ", ".join(applied) if applied else "nothing to apply")
