@@ -468,7 +468,24 @@ def run_all(cfg: Config, progress: bool = True, reload_config: Callable[[], Conf
         if reload_config is not None:
             from pipeline.reload import Reloader
 
-            reloader = Reloader(stage, cfg, reload_config, event_logic, load_recognizer, wanted=reload_requested)
+            def add_source(src) -> None:
+                session = new_session()
+                stage.s.sessions[src.name] = session
+                if stage.s.cameras is not None and src.name not in stage.s.cameras:
+                    stage.s.cameras.append(src.name)
+                st = reader_settings(cfg, src, stage.input_size, session=session)
+                watchdog.add(st, start_readers([st])[0])  # watchdog.procs is `procs`: stopped at exit
+                log.info("camera %s: added by a config reload", src.name)
+
+            def remove_source(name: str) -> None:
+                proc = watchdog.remove(name)
+                if proc is not None:
+                    _stop_processes([proc])
+                stage.end_camera_by_name(name)
+                log.info("camera %s: removed by a config reload", name)
+
+            reloader = Reloader(stage, cfg, reload_config, event_logic, load_recognizer, wanted=reload_requested,
+                                add_source=add_source, remove_source=remove_source)
 
             def idle() -> None:
                 watchdog.check()

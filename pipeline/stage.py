@@ -549,6 +549,16 @@ class Stage:
         self._post(batch, raw if raw is not None else [], self._take_control())
         return len(batch)
 
+    def forget_camera(self, name: str) -> bool:
+        """Drop the state of an ended (or unknown) camera so a new reader can start it afresh under
+        the same name (a source re-added by a config reload); False while it is still running."""
+        with self._control_lock:
+            cam = self.cameras.get(name)
+            if cam is not None and not cam.ended:
+                return False
+            self.cameras.pop(name, None)
+            return True
+
     def end_camera_by_name(self, name: str) -> None:
         """End a camera whose reader died without an end-of-stream message (after the batch in
         flight); a camera that never sent a message is created ended, so ``end_when_all_eos`` fires.

@@ -55,16 +55,36 @@ class ReaderWatchdog:
         self._due: dict[int, float] = {}         # source index -> when a dead live reader is restarted
         self._backoff = [RESTART_BACKOFF_S] * len(settings)
         self._started = [clock()] * len(settings)
+        self._removed: set[int] = set()          # source indices removed by a config reload
 
     @staticmethod
     def restartable(s: ReaderSettings) -> bool:
         """Live sources and looping files are restarted; a file read once is not."""
         return s.source_kind != "file" or bool(s.loop)
 
+    def add(self, settings: ReaderSettings, proc) -> None:
+        """Supervise one more reader (a source added by a config reload)."""
+        self.settings.append(settings)
+        self.procs.append(proc)
+        self._backoff.append(RESTART_BACKOFF_S)
+        self._started.append(self._clock())
+
+    def remove(self, camera: str):
+        """Stop supervising ``camera``'s reader (a source removed by a config reload) and return its
+        process (to be stopped by the caller), or None for an unknown camera."""
+        for i, s in enumerate(self.settings):
+            if s.camera == camera and i not in self._removed:
+                self._removed.add(i)
+                self._due.pop(i, None)
+                return self.procs[i]
+        return None
+
     def check(self) -> None:
         """One supervision pass (cheap: ``is_alive`` per reader)."""
         now = self._clock()
         for i, (s, p) in enumerate(zip(self.settings, self.procs)):
+            if i in self._removed:
+                continue
             if p.is_alive():
                 if now - self._started[i] > RESTART_RESET_S:
                     self._backoff[i] = RESTART_BACKOFF_S

@@ -37,11 +37,12 @@ def test_sighup_applies_rejects_and_swaps_without_losing_events(daemon_config, d
     from pipeline.journal import EventJournal
 
     port = free_port()
-    cfg = daemon_config(metrics=f"{{host: 127.0.0.1, port: {port}}}")
+    cctv = "sources:\n  - {name: cctv, url: videos/fightsurv_dev/fight/fi005.mp4, loop: true}\n"
+    street = "  - {name: street, url: videos/fightsurv_dev/noFight/nofi005.mp4, loop: true}\n"
+    cfg = daemon_config(metrics=f"{{host: 127.0.0.1, port: {port}}}", extra=cctv)
     base = cfg.read_text()
-    clip = shared_dir / "data" / "videos" / "fightsurv_dev" / "fight" / "fi005.mp4"
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--config", str(cfg), "--source", str(clip),
-                             "--loop", "--no-progress"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--config", str(cfg), "--no-progress"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         assert _wait(lambda: _metric(port, 'sarde_windows_classified_total{') >= 2, 120), "daemon did not run"
         # 1. thresholds: applied in place
@@ -62,6 +63,19 @@ def test_sighup_applies_rejects_and_swaps_without_losing_events(daemon_config, d
         assert _wait(lambda: _metric(port, 'sarde_config_reloads_total{result="applied"}') == 2)
         frames = _metric(port, "sarde_frames_processed_total{")
         assert _wait(lambda: _metric(port, "sarde_frames_processed_total{") > frames + 30)
+        # 4. a camera added, 5. the first one removed: readers started and stopped, the stage goes on
+        swapped = cfg.read_text()
+        cfg.write_text(swapped.replace(cctv, cctv + street))
+        proc.send_signal(signal.SIGHUP)
+        assert _wait(lambda: _metric(port, 'sarde_frames_processed_total{camera="street"}') > 10)
+        cfg.write_text(swapped.replace(cctv, "sources:\n" + street))
+        proc.send_signal(signal.SIGHUP)
+        assert _wait(lambda: _metric(port, 'sarde_config_reloads_total{result="applied"}') == 4)
+        time.sleep(1.0)
+        gone = _metric(port, 'sarde_frames_processed_total{camera="cctv"}')
+        street_frames = _metric(port, 'sarde_frames_processed_total{camera="street"}')
+        assert _wait(lambda: _metric(port, 'sarde_frames_processed_total{camera="street"}') > street_frames + 20)
+        assert _metric(port, 'sarde_frames_processed_total{camera="cctv"}') == gone
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
@@ -69,6 +83,7 @@ def test_sighup_applies_rejects_and_swaps_without_losing_events(daemon_config, d
     assert "config reloaded: events.end_threshold, events.threshold" in err
     assert "config reload rejected, the running config stays" in err and "treshold" in err
     assert "recogniser swapped" in err
+    assert "camera street: added by a config reload" in err and "camera cctv: removed by a config reload" in err
     phases = collections.defaultdict(list)
     for _, e in EventJournal(tmp_path / "ev.db").read():
         phases[e.event_id].append(e.phase)
