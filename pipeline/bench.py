@@ -134,6 +134,22 @@ def _frames_at_detector(stage, cameras: list[str]) -> int:
     return int(sum(reg.get_sample_value("sarde_frames_processed_total", {"camera": c}) or 0 for c in cameras))
 
 
+#: Stage histograms whose sums make the per-stage breakdown: name -> (histogram, what it times).
+BREAKDOWN = {
+    "detector_engine": ("sarde_detector_latency_seconds", "pose engine (onnxruntime), engine thread"),
+    "paf_grouping": ("sarde_grouping_latency_seconds", "PAF grouping, post thread"),
+    "tracking_windows": ("sarde_tracking_latency_seconds", "tracking, window buffers, scheduling (incl. windows flushed at track ends), post thread"),
+    "recognizer": ("sarde_recognizer_latency_seconds", "fused SARDE graph, post thread"),
+    "events_out": ("sarde_emit_latency_seconds", "journal, PUB, MQTT, stdout, post thread"),
+}
+
+
+def _sums(stage) -> dict[str, float]:
+    """Seconds spent so far in each :data:`BREAKDOWN` part (histogram ``_sum``)."""
+    reg = stage.metrics.registry
+    return {k: reg.get_sample_value(f"{h}_sum") or 0.0 for k, (h, _) in BREAKDOWN.items()}
+
+
 def _batch_histogram(stage) -> tuple[float, float]:
     """``(frames, batches)`` of the detector batch histogram so far (``sarde_detector_batch_size`` sum, count)."""
     reg = stage.metrics.registry
@@ -197,7 +213,7 @@ def bench_end_to_end(cfg: Config, cameras: int, frames_per_camera: int) -> dict:
                         stop.set()
                     return
                 latency.values.clear()
-                m.update(t0=now, frames0=frames, batch0=_batch_histogram(stage),
+                m.update(t0=now, frames0=frames, batch0=_batch_histogram(stage), sums0=_sums(stage),
                          rss_models=_rss_mb())  # engines hot (arenas allocated), cameras just started
                 return
             if frames - m["frames0"] < total:
@@ -206,7 +222,8 @@ def bench_end_to_end(cfg: Config, cameras: int, frames_per_camera: int) -> dict:
                     m["failed"] = dead
                     stop.set()
                 return
-            m.update(t1=now, frames=frames - m["frames0"], batch1=_batch_histogram(stage), rss_stage=_rss_mb(),
+            m.update(t1=now, frames=frames - m["frames0"], batch1=_batch_histogram(stage), sums1=_sums(stage),
+                     rss_stage=_rss_mb(),
                      rss_readers=[_rss_mb(p.pid) for p in procs], latency=list(latency.values),
                      windows=stage.windows_total, events=stage.events_total,
                      tracks=sum(len(c.buffers.track_ids) for c in stage.cameras.values()),
@@ -231,6 +248,11 @@ def bench_end_to_end(cfg: Config, cameras: int, frames_per_camera: int) -> dict:
         "definition": END_TO_END_DEFINITION,
         "windows": m["windows"], "events": m["events"],
         "mean_detector_batch": batch_frames / batches if batches else None,
+        # ms per frame and share of wall time of each part (the two stage threads overlap, so shares can
+        # add up to more than 1); decode, letterbox and transport run in the reader processes
+        "breakdown": {k: {"ms_per_frame": _round(1000 * (m["sums1"][k] - m["sums0"][k]) / done if done else None),
+                          "share_of_wall": _round((m["sums1"][k] - m["sums0"][k]) / elapsed, nd=3),
+                          "what": BREAKDOWN[k][1]} for k in BREAKDOWN},
         "event_latency_ms": {"p50": _round(_percentile(m["latency"], 50), 1000),
                              "p99": _round(_percentile(m["latency"], 99), 1000), "samples": len(m["latency"])},
         "memory_mb": {
@@ -344,6 +366,9 @@ def format_table(result: dict) -> str:
                      f"({row['frames']} frames, mean detector batch {row['mean_detector_batch']:.1f}, "
                      f"{row['ratio_to_detector_only']:.2f}x detector-only {row['detector_only_per_s']:.1f}/s, "
                      f"daemon overhead {100 * row['daemon_overhead']:.0f}%)")
+        lines.append("  where the time goes (ms/frame, share of wall time): " + ", ".join(
+            f"{k} {v['ms_per_frame']} ({100 * v['share_of_wall']:.0f}%)" for k, v in row["breakdown"].items()
+            if v["ms_per_frame"] is not None))
         lines.append(f"  event latency p50 {lat['p50']} ms, p99 {lat['p99']} ms ({lat['samples']} events); "
                      f"memory: stage {mem['stage_end']} MiB, +{mem['stage_growth_per_camera']} MiB/camera in the stage, "
                      f"reader {mem['reader_per_camera']} MiB/camera, ring buffer {mem['ring_buffer_per_track_kib']} KiB/track "

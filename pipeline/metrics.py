@@ -34,6 +34,8 @@ class StageMetrics:
         self.messages_rejected = Counter("sarde_messages_rejected_total", "Malformed or unusable messages rejected by the stage.", ["reason"], registry=r)
         self.detector_latency = Histogram("sarde_detector_latency_seconds", "Pose engine run time per batch.", buckets=_LATENCY_BUCKETS, registry=r)
         self.grouping_latency = Histogram("sarde_grouping_latency_seconds", "PAF grouping time per frame.", buckets=_LATENCY_BUCKETS, registry=r)
+        self.tracking_latency = Histogram("sarde_tracking_latency_seconds", "Tracking, window buffers and scheduling per frame.", buckets=_LATENCY_BUCKETS, registry=r)
+        self.emit_latency = Histogram("sarde_emit_latency_seconds", "Journal, PUB, MQTT and stdout per event.", buckets=_LATENCY_BUCKETS, registry=r)
         self.recognizer_latency = Histogram("sarde_recognizer_latency_seconds", "Fused SARDE graph run time per batch.", buckets=_LATENCY_BUCKETS, registry=r)
         self.frame_latency = Histogram("sarde_frame_latency_seconds", "Capture timestamp to end of tracking, per frame.", buckets=_LATENCY_BUCKETS, registry=r)
         self.event_latency = Histogram("sarde_event_latency_seconds", "Receipt of the frame that completes a window to event published, per camera.", ["camera"], buckets=_LATENCY_BUCKETS, registry=r)

@@ -376,7 +376,9 @@ class Stage:
                 found = self.detector.decoder.decode(output)  # (P, 18, 3) detector-input pixels
                 self.metrics.grouping_latency.observe(time.perf_counter() - t0)
                 people = unletterbox(found, item.header.scale, tuple(item.header.pad))  # original pixels
+                t1 = time.perf_counter()
                 new = self._track(item.cam, item.header, people)
+                self.metrics.tracking_latency.observe(time.perf_counter() - t1)
                 if self.snapshots is not None or self.overlay is not None:  # no copy of the image
                     seen = LastFrame(item.image, found, {i: t for t, i in item.cam.last_assignments}, item.header.seq)
                     if self.snapshots is not None:  # what a start event's snapshot shows
@@ -535,7 +537,9 @@ class Stage:
             e = self._snapshot(e)
             self.metrics.events.labels(e.camera, e.label, e.phase).inc()
             self.events_total += 1
+            t0 = time.perf_counter()
             self.emit(e)
+            self.metrics.emit_latency.observe(time.perf_counter() - t0)
 
     # ------------------------------------------------------------------ loop
     def all_ended(self) -> bool:

@@ -56,11 +56,17 @@ def test_bench_tiny_cpu_run_has_every_key(shared_dir, artifact_cache, tmp_path, 
     assert row["mean_detector_batch"] >= 1
     assert 0 < row["ratio_to_detector_only"] and row["daemon_overhead"] == pytest.approx(1 - row["ratio_to_detector_only"])
     assert set(row["event_latency_ms"]) == {"p50", "p99", "samples"}
+    parts = row["breakdown"]
+    assert set(parts) == {"detector_engine", "paf_grouping", "tracking_windows", "recognizer", "events_out"}
+    # the detector runs on one thread: its time per frame is a real part of, and at most about, the frame period
+    assert 0.2 / row["frames_per_s"] * 1000 < parts["detector_engine"]["ms_per_frame"] < 1.5 / row["frames_per_s"] * 1000
+    assert all(0 <= v["share_of_wall"] <= 2 for v in parts.values())
+    assert "arena_" in "".join(det)  # the detector with onnxruntime's CPU arena the other way, side by side
     mem = row["memory_mb"]
     assert mem["stage_end"] > 0 and mem["reader_per_camera"] > 0
     assert mem["ring_buffer_per_track_kib"] == pytest.approx((150 * 18 * 3 * 4 + 150 * 16) / 1024, rel=0.01)
     text = format_table(result)
-    assert "end to end, 1 camera(s)" in text and "onnxruntime_cpu" in text
+    assert "end to end, 1 camera(s)" in text and "onnxruntime_cpu" in text and "where the time goes" in text
 
 
 def test_bench_backends_without_checkpoint_skips_torch(tmp_path, default_model):
