@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the test servers (Debian/Ubuntu apt packages): the GStreamer RTSP server stack used by
-# tests/rtsp_server.py, and the Mosquitto MQTT broker tests/test_mqtt.py starts on loopback.
+# tests/rtsp_server.py, the Mosquitto MQTT broker tests/test_mqtt.py starts on loopback, and the
+# headless browser (chromium + chromedriver, with a font) tests/test_web.py drives.
 # Idempotent: does nothing when the packages are already present. Needs root or password-less sudo.
 # The server script runs with the distribution's /usr/bin/python3 (its `gi` is not in a venv).
 # Where nothing can be installed (no apt-get, no root) it warns and exits 0, and the RTSP tests skip
@@ -17,6 +18,9 @@ PKGS=(
   gstreamer1.0-libav
   gstreamer1.0-tools
   mosquitto
+  chromium
+  chromium-driver
+  fonts-dejavu-core
 )
 
 give_up() {

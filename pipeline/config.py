@@ -160,10 +160,21 @@ class MetricsConfig(_Strict):
     stage_stall_s: float = Field(30.0, gt=0, le=3600, description="/healthz answers 503 when a stage loop (engine or post-processing thread) has not come round for this long.")
 
 
+class WebConfig(_Strict):
+    enabled: bool = Field(False, description="Serve the operators' web page: cameras with their live overlay (MJPEG) and health, recent events with snapshots and clips, filterable by camera and label; JSON under /api.")
+    host: str = Field("127.0.0.1", description="Web page bind address (it has no login: keep it on loopback or behind an authenticating proxy).")
+    port: int = Field(8090, ge=0, le=65535, description="Web page HTTP port (0 = pick a free one).")
+    stream_fps: float = Field(5.0, gt=0, le=60, description="Most frames per second one live MJPEG stream sends.")
+    events: int = Field(50, ge=1, le=1000, description="Events listed on the page.")
+
+
 class MediaConfig(_Strict):
-    snapshot_dir: Path | None = Field(None, description="Folder for a JPEG snapshot of every `start` event (the frame with skeletons, track ids, label and score drawn; its path is the event's `snapshot`); null disables snapshots.")
-    retention_days: float | None = Field(7.0, gt=0, le=3650, description="Snapshots older than this are deleted; null keeps them.")
-    max_mb: float | None = Field(1024.0, gt=0, description="The oldest snapshots are deleted while the folder holds more than this (MiB); null for no cap.")
+    snapshot_dir: Path | None = Field(None, description="Media folder: a JPEG snapshot of every `start` event (the frame with skeletons, track ids, label and score drawn; its path is the event's `snapshot`) and, with `clips`, its video clip; null disables both.")
+    clips: bool = Field(True, description="With snapshot_dir: also a short mp4 of every `start` event (pre-roll from a ring buffer, post-roll after it, with the overlay; its path is the event's `clip`).")
+    clip_pre_s: float = Field(2.0, ge=0, le=30, description="Seconds of video before the start event in its clip (a ring buffer of frame references per camera).")
+    clip_post_s: float = Field(3.0, gt=0, le=60, description="Seconds of video after the start event in its clip; the clip file appears when they have been seen (or the stream ended).")
+    retention_days: float | None = Field(7.0, gt=0, le=3650, description="Snapshots and clips older than this are deleted; null keeps them.")
+    max_mb: float | None = Field(1024.0, gt=0, description="The oldest snapshots and clips are deleted while the folder holds more than this (MiB); null for no cap.")
     jpeg_quality: int = Field(85, ge=1, le=100, description="JPEG quality of the snapshots.")
     overlay_dir: Path | None = Field(None, description="Write every processed frame with skeletons, track ids and the labels of open actions as a video per camera and run (<overlay_dir>/<camera>-<UTC time>.mp4, mp4v); null disables it. `sarde run --overlay DIR` sets it.")
 
@@ -177,7 +188,8 @@ class Config(_Strict):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Per-camera person tracker.")
     events: EventsConfig = Field(default_factory=EventsConfig, description="Event logic and outputs.")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus endpoint.")
-    media: MediaConfig = Field(default_factory=MediaConfig, description="Event snapshots.")
+    media: MediaConfig = Field(default_factory=MediaConfig, description="Event snapshots and clips, overlay videos.")
+    web: WebConfig = Field(default_factory=WebConfig, description="The operators' web page.")
     record_poses: Path | None = Field(None, description="Append every frame's detected persons (original pixels, track ids) to this JSON-lines file; `engines.datasets.generic.jsonl_to_npz` turns it into training data.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level (logs go to stderr).")
 

@@ -186,7 +186,7 @@ class Outputs:
             log.warning("camera %s: action %s (%s) was left open by a stage that stopped without ending it; ending it now",
                         last.camera, last.event_id, last.label)
             self(dataclasses.replace(last, phase="end", window=span, emitted_ts=time.time(), interrupted=True,
-                                     schema=SCHEMA))
+                                     snapshot=None, clip=None, schema=SCHEMA))
 
     def _prune(self) -> None:
         """Journal retention (config ``events.journal_*``); a failure is logged and counted, never fatal."""
@@ -321,12 +321,13 @@ def load_recognizer(cfg: Config):
 
 
 def build_stage(cfg: Config, ctx: zmq.Context, stack: ExitStack, expected_files: list[str], progress: bool = True,
-                sessions: dict[str, str] | None = None):
+                sessions: dict[str, str] | None = None, reload: Callable[[], None] | None = None):
     """Everything the stage needs, bound and ready; resources are closed by ``stack``.
 
     ``sessions``: camera -> the wire session token of the reader this process spawns for it (the
     stage then accepts that camera from that session only, from its first message on); None or a
-    camera not in it: the camera belongs to the first session that sends for it."""
+    camera not in it: the camera belongs to the first session that sends for it. ``reload``:
+    requests a config reload (the web page's ``POST /api/reload``), None for none."""
     detector, recognizer = load_models(cfg, progress)
     metrics = StageMetrics()
     cams = [s.name for s in cfg.sources]
@@ -394,7 +395,7 @@ def build_stage(cfg: Config, ctx: zmq.Context, stack: ExitStack, expected_files:
                                        m.jpeg_quality)
         except OSError as exc:
             raise StartupError(f"cannot create media.snapshot_dir {m.snapshot_dir} ({exc.strerror}); set it to a writable folder or null") from exc
-    overlay = None
+    sinks = []
     if cfg.media.overlay_dir is not None:
         from pipeline.overlay import OverlayWriter
         try:
@@ -402,7 +403,34 @@ def build_stage(cfg: Config, ctx: zmq.Context, stack: ExitStack, expected_files:
         except OSError as exc:
             raise StartupError(f"cannot create media.overlay_dir {cfg.media.overlay_dir} ({exc.strerror}); set it to a writable folder or null") from exc
         stack.callback(overlay.close)
-    return Stage(settings, sock, detector, recognizer, logic, outputs, metrics, health, recorder, snapshots, overlay)
+        sinks.append(overlay)
+    if cfg.web.enabled:
+        sinks.append(open_web(cfg, stack, health, reload, recognizer.model_id if recognizer is not None else "record-only"))
+    clips = None
+    if snapshots is not None and cfg.media.clips:
+        from pipeline.event_clips import ClipRecorder
+        clips = ClipRecorder(snapshots, cfg.media.clip_pre_s, cfg.media.clip_post_s, cfg.recognizer.fps, metrics)
+        stack.callback(clips.close)  # after the stage ran: the clips of its last events are written
+    return Stage(settings, sock, detector, recognizer, logic, outputs, metrics, health, recorder, snapshots,
+                 frame_sinks=sinks, clips=clips)
+
+
+def open_web(cfg: Config, stack: ExitStack, health: Health, reload: Callable[[], None] | None, title: str):
+    """The operators' web page of ``cfg.web`` (:mod:`pipeline.web`), serving until ``stack`` closes;
+    returns its :class:`pipeline.live.LiveFrames` (a frame sink of the stage). Raises
+    :class:`StartupError` (one line) when the address cannot be bound."""
+    from pipeline.live import LiveFrames
+    from pipeline.web import WebPage, WebServer
+
+    live = LiveFrames()
+    w = cfg.web
+    page = WebPage(health, live, cfg.events.journal, cfg.media.snapshot_dir, w.stream_fps, w.events, reload, title)
+    try:
+        server = WebServer(page, w.host, w.port)
+    except OSError as exc:
+        raise StartupError(f"cannot serve the web page on {w.host}:{w.port} ({exc.strerror}); set web.port to a free port") from exc
+    stack.callback(server.close)
+    return live
 
 
 def check_file_sources(cfg: Config, sources: list[SourceConfig]) -> None:
@@ -456,7 +484,8 @@ def run_all(cfg: Config, progress: bool = True, reload_config: Callable[[], Conf
         # first-come binding) and kept by a restarted reader (the watchdog reuses its settings);
         # readers exit with this process, so no orphan goes on sending with a token.
         sessions = {s.name: new_session() for s in cfg.sources}
-        stage = build_stage(cfg, ctx, stack, files if only_files else [], progress, sessions=sessions)
+        stage = build_stage(cfg, ctx, stack, files if only_files else [], progress, sessions=sessions,
+                            reload=reload_requested.set if reload_config is not None else None)
         settings = [reader_settings(cfg, s, stage.input_size, session=sessions[s.name]) for s in cfg.sources]
         procs = start_readers(settings)
         stack.callback(_stop_processes, procs)

@@ -1,10 +1,10 @@
 """Action events: the versioned event schema and the event logic that turns window scores into events.
 
-Schema ``sarde.event/2`` (one JSON object, compact, sorted keys)::
+Schema ``sarde.event/3`` (one JSON object, compact, sorted keys)::
 
-    {"camera": str, "emitted_ts": float (Unix s), "event_id": str (32 hex, uuid4),
+    {"camera": str, "clip": str | null, "emitted_ts": float (Unix s), "event_id": str (32 hex, uuid4),
      "interrupted": bool, "label": str, "label_index": int >= 0, "model_id": str,
-     "phase": "start" | "update" | "end", "schema": "sarde.event/2",
+     "phase": "start" | "update" | "end", "schema": "sarde.event/3",
      "score": float in [0, 1] (smoothed), "snapshot": str | null,
      "track_ids": [int, ...] (ascending, >= 1 entry),
      "window": {"start_ts": float, "end_ts": float, "start_frame": int, "end_frame": int}}
@@ -16,13 +16,17 @@ it at start-up from the journal (:meth:`pipeline.journal.EventJournal.open_actio
 event has ``false``, an ordinary ``end`` included (the action's score fell, its track ended, or the
 stream or the daemon stopped). ``snapshot`` is the path of the JPEG the stage saved when the action
 started (the frame with the overlay, :mod:`pipeline.snapshots`; ``media.snapshot_dir``), only on
-``start`` events and only when snapshots are on; ``null`` otherwise. Unknown keys are rejected: a change of the fields is a new schema
-version.
+``start`` events and only when snapshots are on; ``null`` otherwise. ``clip`` is the path of the
+short video of the action's start (pre-roll before the start event, post-roll after it, with the
+overlay; :mod:`pipeline.event_clips`, ``media.clip_pre_s`` / ``clip_post_s``), only on ``start``
+events and only when clips are on: the file appears there, whole (written, then renamed), once the
+post-roll has been seen (at most ``clip_post_s`` seconds of the stream later, sooner if the stream
+ends). Unknown keys are rejected: a change of the fields is a new schema version.
 
-``sarde.event/1`` is the same without ``interrupted`` and ``snapshot``. Events of that version (journals written by
-an older build) are still read and validated as they were written (``schema`` stays
-``"sarde.event/1"``, :attr:`ActionEvent.interrupted` reads false and ``to_json`` reproduces the
-stored text); new events are always :data:`SCHEMA`.
+Older versions are still read and validated as they were written (``schema`` stays as stored, the
+absent fields read as their defaults and ``to_json`` reproduces the stored text); new events are
+always :data:`SCHEMA`. ``sarde.event/2`` is ``/3`` without ``clip``; ``sarde.event/1`` is ``/2``
+without ``interrupted`` and ``snapshot``.
 """
 from __future__ import annotations
 
@@ -40,17 +44,18 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 #: The schema of the events this code writes.
-SCHEMA = "sarde.event/2"
-#: The previous schema (no ``interrupted``): still accepted when reading.
+SCHEMA = "sarde.event/3"
+#: Older schemas, still accepted when reading: ``/2`` has no ``clip``, ``/1`` neither ``interrupted`` nor ``snapshot``.
+SCHEMA_V2 = "sarde.event/2"
 SCHEMA_V1 = "sarde.event/1"
 #: Every schema :meth:`ActionEvent.from_json` accepts.
-SCHEMAS: tuple[str, ...] = (SCHEMA_V1, SCHEMA)
+SCHEMAS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA)
 PHASES: tuple[str, ...] = ("start", "update", "end")
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
 
 class EventSchemaError(ValueError):
-    """A serialised event does not follow :data:`SCHEMA` (or, when it says so, :data:`SCHEMA_V1`)."""
+    """A serialised event does not follow the schema it names (:data:`SCHEMAS`)."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,8 @@ class ActionEvent:
             open (module docstring); false for every other event. Only ``end`` events may be
             interrupted, and only in :data:`SCHEMA`.
         snapshot: path of the start event's JPEG snapshot (module docstring), else None.
-        schema: :data:`SCHEMA` for new events; :data:`SCHEMA_V1` for events read from an old journal.
+        clip: path of the start event's video clip (module docstring), else None.
+        schema: :data:`SCHEMA` for new events; an older one of :data:`SCHEMAS` for events read from an old journal.
 
     Raises:
         EventSchemaError: on construction, if a field breaks the schema.
@@ -100,19 +106,22 @@ class ActionEvent:
     emitted_ts: float
     interrupted: bool = False
     snapshot: str | None = None
+    clip: str | None = None
     schema: str = field(default=SCHEMA)
 
     def __post_init__(self) -> None:
-        if self.schema == SCHEMA_V1 and (self.interrupted is not False or self.snapshot is not None):
-            raise EventSchemaError(f"{SCHEMA_V1} events have no 'interrupted' or 'snapshot' (use {SCHEMA})")
+        absent = _ABSENT.get(self.schema, {})
+        wrong = sorted(k for k, default in absent.items() if getattr(self, k) != default)
+        if wrong:
+            raise EventSchemaError(f"{self.schema} events have no {wrong} (use {SCHEMA})")
         _validate(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict of the JSON form (of its own ``schema``: a :data:`SCHEMA_V1` event has no
-        ``interrupted`` key)."""
+        """Plain dict of the JSON form of its own ``schema`` (an older schema's event lacks the
+        fields added after it)."""
         obj = asdict(self)
-        if self.schema == SCHEMA_V1:
-            del obj["interrupted"], obj["snapshot"]
+        for key in _ABSENT.get(self.schema, {}):
+            del obj[key]
         return obj
 
     def to_json(self) -> str:
@@ -129,7 +138,8 @@ class ActionEvent:
                    score=float(obj["score"]), model_id=obj["model_id"], emitted_ts=float(obj["emitted_ts"]),
                    window=EventWindow(start_ts=float(w["start_ts"]), end_ts=float(w["end_ts"]),
                                       start_frame=w["start_frame"], end_frame=w["end_frame"]),
-                   interrupted=obj.get("interrupted", False), snapshot=obj.get("snapshot"), schema=obj["schema"])
+                   interrupted=obj.get("interrupted", False), snapshot=obj.get("snapshot"), clip=obj.get("clip"),
+                   schema=obj["schema"])
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "ActionEvent":
@@ -145,8 +155,13 @@ _FIELDS: dict[str, tuple[type, ...]] = {
     "event_id": (str,), "phase": (str,), "camera": (str,), "track_ids": (list,), "label": (str,),
     "label_index": (int,), "score": (int, float), "window": (dict,), "model_id": (str,),
     "emitted_ts": (int, float), "schema": (str,), "interrupted": (bool,), "snapshot": (str, type(None)),
+    "clip": (str, type(None)),
 }
-_FIELDS_V1 = {k: v for k, v in _FIELDS.items() if k not in ("interrupted", "snapshot")}
+#: Per older schema, the fields it lacks and the value they read as.
+_ABSENT: dict[str, dict[str, Any]] = {
+    SCHEMA_V2: {"clip": None},
+    SCHEMA_V1: {"interrupted": False, "snapshot": None, "clip": None},
+}
 _WINDOW_FIELDS: dict[str, tuple[type, ...]] = {
     "start_ts": (int, float), "end_ts": (int, float), "start_frame": (int,), "end_frame": (int,),
 }
@@ -174,11 +189,12 @@ def _validate(obj: Any) -> None:
     schema = obj.get("schema")
     if not isinstance(schema, str) or schema not in SCHEMAS:
         raise EventSchemaError(f"unsupported schema {str(schema)[:40]!r}, expected one of {SCHEMAS}")
-    _check_fields(obj, _FIELDS if schema == SCHEMA else _FIELDS_V1, "event")
+    _check_fields(obj, {k: v for k, v in _FIELDS.items() if k not in _ABSENT.get(schema, {})}, "event")
     if obj.get("interrupted") and obj["phase"] != "end":
         raise EventSchemaError(f"only end events can be interrupted, got a {str(obj['phase'])[:20]!r} event")
-    if obj.get("snapshot") is not None and (obj["phase"] != "start" or not obj["snapshot"]):
-        raise EventSchemaError(f"only start events carry a snapshot path, got a {str(obj['phase'])[:20]!r} event")
+    for media in ("snapshot", "clip"):
+        if obj.get(media) is not None and (obj["phase"] != "start" or not obj[media]):
+            raise EventSchemaError(f"only start events carry a {media} path, got a {str(obj['phase'])[:20]!r} event")
     if not _HEX32.match(obj["event_id"]):
         raise EventSchemaError(f"event_id must be 32 lowercase hex chars, got {obj['event_id']!r}")
     if obj["phase"] not in PHASES:

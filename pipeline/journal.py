@@ -165,6 +165,35 @@ class EventJournal:
             if remaining is not None:
                 remaining -= len(rows)
 
+    def recent(self, limit: int = 50, camera: str | None = None, label: str | None = None,
+               phase: str | None = None) -> list[tuple[int, ActionEvent]]:
+        """The newest ``limit`` events matching every filter given (None: any), newest first, as
+        ``(seq, event)``. Raises :class:`JournalError` on a read error or an invalid stored row."""
+        sql, args = "SELECT seq, json FROM events", []
+        conds = [(col, val) for col, val in (("camera", camera), ("label", label), ("phase", phase)) if val is not None]
+        if conds:
+            sql += " WHERE " + " AND ".join(f"{col} = ?" for col, _ in conds)
+            args += [val for _, val in conds]
+        sql += " ORDER BY seq DESC LIMIT ?"
+        args.append(int(limit))
+        try:
+            rows = self._db.execute(sql, args).fetchall()
+            return [(int(seq), ActionEvent.from_json(text)) for seq, text in rows]
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot read journal {self.path}: {exc}") from exc
+        except EventSchemaError as exc:
+            raise JournalError(f"journal {self.path}: a stored row is not a valid event: {exc}") from exc
+
+    def distinct(self, column: str) -> list[str]:
+        """The sorted distinct values of ``column`` (``camera``, ``label`` or ``phase``) over the
+        stored events. Raises ValueError for another column, :class:`JournalError` on a read error."""
+        if column not in ("camera", "label", "phase"):
+            raise ValueError(f"no distinct values of {column!r}: use camera, label or phase")
+        try:
+            return [r[0] for r in self._db.execute(f"SELECT DISTINCT {column} FROM events ORDER BY {column}")]
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot read journal {self.path}: {exc}") from exc
+
     def open_actions(self) -> list[tuple[ActionEvent, ActionEvent]]:
         """Actions with no ``end`` event (their stage died: ``kill -9``, power loss), oldest first.
 

@@ -50,6 +50,8 @@ class StageMetrics:
         self.journal_pruned = Counter("sarde_journal_pruned_total", "Events deleted from the journal by its retention policy.", registry=r)
         self.config_reloads = Counter("sarde_config_reloads_total", "Config reloads (SIGHUP) by result: applied, or rejected (the running config stayed).", ["result"], registry=r)
         self.snapshots = Counter("sarde_snapshots_total", "Event snapshots written.", ["camera"], registry=r)
+        self.clips = Counter("sarde_clips_total", "Event clips (pre- and post-roll video) written.", ["camera"], registry=r)
+        self.clip_errors = Counter("sarde_clip_errors_total", "Event clips that could not be written (the event named a clip that never appeared).", registry=r)
         self.snapshot_errors = Counter("sarde_snapshot_errors_total", "Event snapshots that could not be written (the event went out without one).", registry=r)
         self.journal_errors = Counter("sarde_journal_errors_total", "Events the journal failed to store (still published).", registry=r)
         self.reader_reconnects = Counter("sarde_reader_reconnects_total", "Source reopen attempts reported by readers.", ["camera"], registry=r)

@@ -40,7 +40,7 @@ class OverlayWriter:
         self.frames: dict[str, int] = {}
         self._failed: set[str] = set()
 
-    def write(self, camera: str, frame: LastFrame, labels: dict[int, str]) -> None:
+    def frame(self, camera: str, frame: LastFrame, labels: dict[int, str]) -> None:
         """Draw and append one frame of ``camera`` (``labels``: ``{track id: label}`` of open actions)."""
         if camera in self._failed:
             return
@@ -60,7 +60,7 @@ class OverlayWriter:
         writer.write(np.ascontiguousarray(img))
         self.frames[camera] += 1
 
-    def close_camera(self, camera: str) -> None:
+    def end_camera(self, camera: str) -> None:
         """Finish ``camera``'s file (its stream ended)."""
         writer = self._writers.pop(camera, None)
         if writer is not None:
@@ -68,4 +68,4 @@ class OverlayWriter:
 
     def close(self) -> None:
         for camera in list(self._writers):
-            self.close_camera(camera)
+            self.end_camera(camera)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,7 @@ class SnapshotWriter:
         self.max_age_s = None if retention_days is None else 86400.0 * retention_days
         self.max_bytes = max_bytes
         self.quality = int(jpeg_quality)
+        self._prune_lock = threading.Lock()
 
     def save(self, camera: str, event_id: str, image: np.ndarray, when: float | None = None) -> Path:
         """Write ``image`` (``(H, W, 3)`` uint8 BGR) as ``<camera>/<YYYY-MM-DD>/<event_id>.jpg`` (UTC date of
@@ -110,44 +112,65 @@ class SnapshotWriter:
         ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
         if not ok:
             raise ValueError(f"cannot encode a {image.shape} image as JPEG")
-        folder = self.root / camera / time.strftime("%Y-%m-%d", time.gmtime(when or time.time()))
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{event_id}.jpg"
+        path = self.path_of(camera, event_id, ".jpg", when)
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".jpg.tmp")
         tmp.write_bytes(buf.tobytes())
         os.replace(tmp, path)
         self.prune()
         return path
 
+    def path_of(self, camera: str, event_id: str, suffix: str, when: float | None = None) -> Path:
+        """``<root>/<camera>/<UTC date of when (default now)>/<event_id><suffix>``: where an event's media goes."""
+        return self.root / camera / time.strftime("%Y-%m-%d", time.gmtime(when or time.time())) / f"{event_id}{suffix}"
+
     def prune(self, now: float | None = None) -> int:
-        """Delete snapshots older than the age limit, then the oldest while over the size limit, and
-        the date folders left empty. Returns how many files were deleted."""
-        now = time.time() if now is None else now
-        files = []
-        for p in self.root.rglob("*.jpg"):
+        """Delete media (snapshots, and the event clips of :mod:`pipeline.event_clips` kept under the
+        same root) older than the age limit, then the oldest while over the size limit, and the date
+        folders left empty. Thread-safe (the clip writer prunes too). Returns how many files were deleted."""
+        with self._prune_lock:
+            return prune_media(self.root, self.max_age_s, self.max_bytes, now)
+
+
+#: What :func:`prune_media` counts and deletes.
+MEDIA_SUFFIXES = (".jpg", ".mp4")
+
+
+def prune_media(root: Path, max_age_s: float | None, max_bytes: int | None, now: float | None = None) -> int:
+    """Under ``root/<camera>/<date>/``: delete files with a :data:`MEDIA_SUFFIXES` suffix older than
+    ``max_age_s`` seconds (by mtime), then the oldest while they total more than ``max_bytes``, then
+    the date folders left empty. None disables a limit. Returns how many files were deleted; a file
+    that cannot be deleted is logged and skipped."""
+    now = time.time() if now is None else now
+    files = []
+    for p in root.glob("*/*/*"):
+        if p.suffix not in MEDIA_SUFFIXES:
+            continue
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        files.append((st.st_mtime, st.st_size, p))
+    files.sort()
+    total = sum(size for _, size, _ in files)
+    deleted = 0
+    for mtime, size, p in files:
+        too_old = max_age_s is not None and now - mtime > max_age_s
+        too_big = max_bytes is not None and total > max_bytes
+        if not (too_old or too_big):
+            break
+        try:
+            p.unlink()
+            deleted += 1
+            total -= size
+        except FileNotFoundError:
+            total -= size
+        except OSError as exc:
+            log.warning("media retention: cannot delete %s: %s", p, exc)
+    if deleted:
+        for d in sorted((d for d in root.glob("*/*") if d.is_dir()), reverse=True):
             try:
-                st = p.stat()
+                d.rmdir()  # only if empty
             except OSError:
-                continue
-            files.append((st.st_mtime, st.st_size, p))
-        files.sort()
-        total = sum(size for _, size, _ in files)
-        deleted = 0
-        for mtime, size, p in files:
-            too_old = self.max_age_s is not None and now - mtime > self.max_age_s
-            too_big = self.max_bytes is not None and total > self.max_bytes
-            if not (too_old or too_big):
-                break
-            try:
-                p.unlink()
-                deleted += 1
-                total -= size
-            except OSError as exc:
-                log.warning("snapshot retention: cannot delete %s: %s", p, exc)
-        if deleted:
-            for d in sorted((d for d in self.root.glob("*/*") if d.is_dir()), reverse=True):
-                try:
-                    d.rmdir()  # only if empty
-                except OSError:
-                    pass
-        return deleted
+                pass
+    return deleted

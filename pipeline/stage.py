@@ -148,11 +148,17 @@ class Stage:
         emit: called with every :class:`ActionEvent` (publisher, journal, stdout).
         metrics, health: the metrics registry and camera liveness.
         recorder: optional ``PoseRecorder`` writing every frame's persons as JSON lines.
+        snapshots: optional :class:`pipeline.snapshots.SnapshotWriter` (a JPEG per start event).
+        frame_sinks: consumers of every processed frame (:class:`pipeline.overlay.OverlayWriter`,
+            :class:`pipeline.live.LiveFrames`): ``frame(camera, LastFrame, {track id: label})`` and
+            ``end_camera(camera)``, called on the post-processing thread.
+        clips: optional :class:`pipeline.event_clips.ClipRecorder` (a clip per start event; also fed
+            every frame).
     """
 
     def __init__(self, settings: StageSettings, socket: zmq.Socket, detector, recognizer, logic: EventLogic,
                  emit: Callable[[ActionEvent], None], metrics: StageMetrics, health: Health, recorder=None,
-                 snapshots=None, overlay=None):
+                 snapshots=None, frame_sinks=(), clips=None):
         self.s = settings
         self.socket = socket
         self.detector = detector
@@ -163,7 +169,12 @@ class Stage:
         self.health = health
         self.recorder = recorder  # optional pipeline.recorder.PoseRecorder
         self.snapshots = snapshots  # optional pipeline.snapshots.SnapshotWriter
-        self.overlay = overlay  # optional pipeline.overlay.OverlayWriter
+        # Consumers of every processed frame with the labels of the open actions (``frame(camera,
+        # LastFrame, {track: label})`` and ``end_camera(camera)``): the overlay videos
+        # (pipeline.overlay), the event clips' ring buffers (pipeline.event_clips), the web page's
+        # live view (pipeline.live).
+        self.clips = clips  # optional pipeline.event_clips.ClipRecorder (also one of the frame sinks)
+        self.frame_sinks = list(frame_sinks) + ([clips] if clips is not None else [])
         self.cameras: dict[str, CameraState] = {}
         self.rl = RateLimitedLog()
         self.input_size = tuple(detector.input_size)  # (W, H)
@@ -379,13 +390,15 @@ class Stage:
                 t1 = time.perf_counter()
                 new = self._track(item.cam, item.header, people)
                 self.metrics.tracking_latency.observe(time.perf_counter() - t1)
-                if self.snapshots is not None or self.overlay is not None:  # no copy of the image
+                if self.snapshots is not None or self.frame_sinks:  # no copy of the image
                     seen = LastFrame(item.image, found, {i: t for t, i in item.cam.last_assignments}, item.header.seq)
                     if self.snapshots is not None:  # what a start event's snapshot shows
                         for t in seen.track_of.values():
                             item.cam.track_frames[t] = seen
-                    if self.overlay is not None:
-                        self.overlay.write(item.cam.name, seen, self._open_labels(item.cam.name))
+                    if self.frame_sinks:
+                        labels = self._open_labels(item.cam.name)
+                        for sink in self.frame_sinks:
+                            sink.frame(item.cam.name, seen, labels)
             except (ValueError, FloatingPointError) as exc:
                 # Input the header let through but the geometry cannot use (e.g. absurd scale/pad):
                 # drop this frame, keep the camera and the daemon running.
@@ -443,8 +456,8 @@ class Stage:
         self._recognise(windows)
         self._end_tracks(cam, remaining)
         cam.ended = True
-        if self.overlay is not None:
-            self.overlay.close_camera(cam.name)
+        for sink in self.frame_sinks:
+            sink.end_camera(cam.name)
         self.health.ended(cam.name)
         self.metrics.active_tracks.labels(cam.name).set(0)
 
@@ -496,12 +509,18 @@ class Stage:
             return {}
         return {t: label for cam, key, label in self.logic.open_actions if cam == camera for t in key}
 
-    def _snapshot(self, e: ActionEvent) -> ActionEvent:
-        """``e`` with the path of its snapshot (the latest frame that shows the event's tracks, with the overlay), when
-        snapshots are on and ``e`` starts an action; a failed write is logged and counted, and ``e``
-        goes out without one."""
+    def _media(self, e: ActionEvent) -> ActionEvent:
+        """``e`` with the paths of its clip (:meth:`pipeline.event_clips.ClipRecorder.start`, written
+        once its post-roll is in) and its snapshot (the latest frame that shows the event's tracks,
+        with the overlay), when they are on and ``e`` starts an action; a failed snapshot is logged
+        and counted, and ``e`` goes out without one."""
         cam = self.cameras.get(e.camera)
-        if self.snapshots is None or e.phase != "start" or cam is None:
+        if e.phase != "start" or cam is None:
+            return e
+        if self.clips is not None:
+            e = dataclasses.replace(e, clip=str(self.clips.start(e.camera, e.event_id, e.label, e.score, e.track_ids,
+                                                                e.emitted_ts)))
+        if self.snapshots is None:
             return e
         seen = [cam.track_frames[t] for t in e.track_ids if t in cam.track_frames]
         if not seen:
@@ -534,7 +553,7 @@ class Stage:
 
     def _emit_all(self, events: list[ActionEvent]) -> None:
         for e in events:
-            e = self._snapshot(e)
+            e = self._media(e)
             self.metrics.events.labels(e.camera, e.label, e.phase).inc()
             self.events_total += 1
             t0 = time.perf_counter()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from pipeline.events import SCHEMA, SCHEMA_V1, ActionEvent, EventLogic, EventSchemaError, EventWindow
+from pipeline.events import SCHEMA, SCHEMA_V1, SCHEMA_V2, ActionEvent, EventLogic, EventSchemaError, EventWindow
 
 LABELS = ("punch", "hug", "other")
 
@@ -162,8 +162,11 @@ def test_schema_round_trip_is_compact_and_sorted():
 
 
 @pytest.mark.parametrize("mutate", [
-    lambda o: o.update(schema="sarde.event/3"),
+    lambda o: o.update(schema="sarde.event/4"),
     lambda o: o.update(schema=None),
+    lambda o: o.update(schema=SCHEMA_V2),  # a v2 event has no clip key
+    lambda o: o.pop("clip"),  # ... and a v3 event needs it
+    lambda o: o.update(clip=3),
     lambda o: o.update(schema=SCHEMA_V1),  # a v1 event has no interrupted key
     lambda o: o.pop("interrupted"),  # ... and a v2 event needs it
     lambda o: o.update(interrupted=1),
@@ -194,7 +197,7 @@ def test_interrupted_is_false_unless_an_end_says_so():
     logic = EventLogic(LABELS, threshold=0.6, end_threshold=0.4, smoothing=1.0)
     events = [e for batch in run(logic, [0.9, 0.9, 0.1]) for e in batch]
     assert [e.phase for e in events] == ["start", "update", "end"]
-    assert not any(e.interrupted for e in events) and all(e.schema == SCHEMA == "sarde.event/2" for e in events)
+    assert not any(e.interrupted for e in events) and all(e.schema == SCHEMA == "sarde.event/3" for e in events)
     assert all(json.loads(e.to_json())["interrupted"] is False for e in events)
     end = sample_event(phase="end", interrupted=True)
     assert json.loads(end.to_json())["interrupted"] is True and ActionEvent.from_json(end.to_json()) == end
@@ -206,7 +209,7 @@ def test_interrupted_is_false_unless_an_end_says_so():
 def test_version_1_events_are_still_read_as_written():
     """A journal row of the previous schema (no ``interrupted``) reads back as it was stored."""
     obj = json.loads(sample_event(phase="end").to_json())
-    del obj["interrupted"], obj["snapshot"]
+    del obj["interrupted"], obj["snapshot"], obj["clip"]
     obj["schema"] = SCHEMA_V1
     text = json.dumps(obj, separators=(",", ":"), sort_keys=True)
     event = ActionEvent.from_json(text)
@@ -214,6 +217,26 @@ def test_version_1_events_are_still_read_as_written():
     assert event.to_json() == text  # byte for byte: no interrupted key added to an old event
     with pytest.raises(EventSchemaError):
         sample_event(schema=SCHEMA_V1, phase="end", interrupted=True)
+
+
+def test_version_2_events_are_still_read_as_written():
+    """A journal row of ``sarde.event/2`` (no ``clip``) reads back as stored, its clip None."""
+    obj = json.loads(sample_event(phase="start", snapshot="/media/cam/x.jpg").to_json())
+    del obj["clip"]
+    obj["schema"] = SCHEMA_V2
+    text = json.dumps(obj, separators=(",", ":"), sort_keys=True)
+    event = ActionEvent.from_json(text)
+    assert event.schema == SCHEMA_V2 and event.clip is None and event.snapshot == "/media/cam/x.jpg"
+    assert event.to_json() == text
+    with pytest.raises(EventSchemaError, match="clip"):
+        sample_event(schema=SCHEMA_V2, phase="start", clip="/media/cam/x.mp4")
+
+
+def test_clip_only_on_start_events():
+    assert json.loads(sample_event(phase="start", clip="/media/cam/x.mp4").to_json())["clip"] == "/media/cam/x.mp4"
+    for phase in ("update", "end"):
+        with pytest.raises(EventSchemaError, match="clip"):
+            sample_event(phase=phase, clip="/media/cam/x.mp4")
 
 
 def test_snapshot_only_on_start_events():

@@ -118,8 +118,10 @@ def test_actions_left_open_by_a_killed_stage_are_ended_at_the_next_start(tmp_pat
     done = dataclasses.replace(make_event(camera="cam2", i=3), emitted_ts=now - 40)
     # an action an older build (schema sarde.event/1) started and never ended
     old = dataclasses.replace(make_event(camera="cam3", label="falling", i=5), emitted_ts=now - 20, schema=SCHEMA_V1)
+    # a start whose snapshot and clip were written, killed before any update
+    shot = dataclasses.replace(make_event(camera="cam4", i=6), emitted_ts=now - 10, snapshot="/m/a.jpg", clip="/m/a.mp4")
     with EventJournal(path) as journal:
-        for e in (start, update, done, dataclasses.replace(done, phase="end", emitted_ts=now - 30), old):
+        for e in (start, update, done, dataclasses.replace(done, phase="end", emitted_ts=now - 30), old, shot):
             journal.append(e)
     cfg = Config.model_validate({"sources": [], "events": {"journal": str(path), "pub_endpoint": None, "stdout": False}})
     for _ in range(2):  # the second start finds nothing left open
@@ -128,13 +130,14 @@ def test_actions_left_open_by_a_killed_stage_are_ended_at_the_next_start(tmp_pat
         events = [e for _, e in journal.read()]
         assert journal.open_actions() == []
         stored = [json.loads(text) for (text,) in journal._db.execute("SELECT json FROM events ORDER BY seq")]
-    assert len(events) == 7
-    end, old_end = events[-2:]
+    assert len(events) == 9
+    end, old_end, shot_end = events[-3:]
+    assert (shot_end.event_id, shot_end.phase, shot_end.snapshot, shot_end.clip) == (shot.event_id, "end", None, None)
     assert (end.event_id, end.phase, end.camera, end.label, end.track_ids) == (start.event_id, "end", "cam1", "fighting", [1, 2])
     assert end.score == 0.9 and end.emitted_ts >= now
     assert (end.window.start_ts, end.window.end_ts, end.window.start_frame, end.window.end_frame) == (10.0, 45.0, 0, 179)
     # the ends the next start emitted are marked interrupted, in the current schema; the ordinary end is not
-    assert end.interrupted and end.schema == SCHEMA and stored[-2]["interrupted"] is True
+    assert end.interrupted and end.schema == SCHEMA and stored[-3]["interrupted"] is True
     assert (old_end.event_id, old_end.phase, old_end.interrupted, old_end.schema) == (old.event_id, "end", True, SCHEMA)
     assert events[3].phase == "end" and events[3].interrupted is False and stored[3]["interrupted"] is False
     assert not any(e.interrupted for e in events[:5])

@@ -219,7 +219,7 @@ def test_cli_run_on_any_video_prints_json_events(tmp_path, shared_dir, artifact_
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [json.loads(l) for l in proc.stdout.splitlines() if l.strip()]
     assert lines, proc.stderr[-2000:]
-    assert all(l["schema"] == "sarde.event/2" and l["interrupted"] is False and l["camera"] == "my_clip" for l in lines)
+    assert all(l["schema"] == "sarde.event/3" and l["interrupted"] is False and l["camera"] == "my_clip" for l in lines)
     assert re.search(r"stage done: \d+ windows classified", proc.stderr)
 
 

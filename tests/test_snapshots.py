@@ -48,9 +48,24 @@ def test_retention_deletes_oldest_by_size_and_by_age(tmp_path):
     assert w.prune(now) == 1 and [p.exists() for p in paths[2:]] == [False, True]
 
 
+def _frames(path: Path) -> list[np.ndarray]:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        frames.append(img)
+    cap.release()
+    return frames
+
+
 def test_real_fight_start_events_carry_their_snapshot(daemon_config, shared_dir, tmp_path):
     """A held-out real CCTV fight (fi005: the default model raises `fighting` on it): each start
-    event names a JPEG of the detector-input frame with the fighters drawn on it."""
+    event names a JPEG of the detector-input frame with the fighters drawn on it, and an mp4 clip
+    of the frames around it with the fighters in red."""
     from pipeline.journal import EventJournal
 
     media = tmp_path / "media"
@@ -62,8 +77,15 @@ def test_real_fight_start_events_carry_their_snapshot(daemon_config, shared_dir,
     events = [e for _, e in EventJournal(tmp_path / "ev.db").read()]
     starts = [e for e in events if e.phase == "start"]
     assert starts and any(e.label == "fighting" for e in starts), [(e.phase, e.label) for e in events]
-    assert all(e.snapshot is None for e in events if e.phase != "start")
+    assert all(e.snapshot is None and e.clip is None for e in events if e.phase != "start")
     import cv2
+
+    first = starts[0]
+    clip = _frames(Path(first.clip))
+    assert Path(first.clip).name == f"{first.event_id}.mp4" and Path(first.clip).parent == Path(first.snapshot).parent
+    assert 20 <= len(clip) <= 75 and clip[0].shape == (368, 432, 3)  # <= 2 s pre + 3 s post at 15 fps; the stream is 2 s
+    assert sum(_reds(f) > 100 for f in clip) >= 3  # the event's people are marked
+    assert not list(media.rglob("*.part.mp4"))  # written whole, then renamed
 
     for e in starts:
         path = Path(e.snapshot)
@@ -76,26 +98,19 @@ def test_real_fight_start_events_carry_their_snapshot(daemon_config, shared_dir,
 def test_overlay_video_of_a_real_fall(daemon_config, shared_dir, tmp_path):
     """`sarde run --overlay DIR` on a real fall (GMDCSA24 clip 14: the default model raises `falling`
     1.9 s into it): one mp4 per camera with a frame per processed frame, the skeleton drawn, and the
-    person marked red with the label once `falling` started."""
-    import cv2
-
+    person marked red with the label once `falling` started. The event's clip holds exactly the
+    1-s pre-roll and 2-s post-roll, the caption on the post-roll only."""
     from pipeline.journal import EventJournal
 
-    cfg = daemon_config()
+    media = tmp_path / "media"
+    cfg = daemon_config(extra=f"media: {{snapshot_dir: '{media}', clip_pre_s: 1.0, clip_post_s: 2.0}}\n")
     clip = shared_dir / "data" / "videos" / "gmdcsa24_s1" / "Fall" / "14.mp4"
     r = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--config", str(cfg), "--source", str(clip),
                         "--overlay", str(tmp_path / "overlay"), "--no-progress"],
                        capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     (video,) = (tmp_path / "overlay").glob("14-*.mp4")
-    cap = cv2.VideoCapture(str(video))
-    frames = []
-    while True:
-        ok, img = cap.read()
-        if not ok:
-            break
-        frames.append(img)
-    cap.release()
+    frames = _frames(video)
     assert len(frames) >= 70 and frames[0].shape == (368, 432, 3)  # 5 s decimated to 15 fps
     assert sum((np.abs(f.astype(int) - 160) < 12).all(-1).sum() > 50 for f in frames) > len(frames) // 2  # grey skeletons
     starts = [e for _, e in EventJournal(tmp_path / "ev.db").read() if e.phase == "start"]
@@ -103,3 +118,7 @@ def test_overlay_video_of_a_real_fall(daemon_config, shared_dir, tmp_path):
     first = starts[0].window.end_frame  # the frame that completed the window which started it (15 fps clip: 1:1)
     red = [_reds(f) > 30 for f in frames]  # mp4v blurs colours a little
     assert not any(red[:first]) and sum(red[first:]) >= 3  # red only while the action is open
+    clip = _frames(Path(starts[0].clip))
+    assert len(clip) == 15 + 30  # 1 s before, 2 s after, at 15 fps (the stream has more on both sides)
+    banner = [int((f[4:20, 4:90] > 200).all(-1).sum()) for f in clip]  # white caption text on black
+    assert max(banner[:15]) < 5 and min(banner[15:]) > 40, banner
