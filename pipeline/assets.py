@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -25,9 +26,68 @@ class StartupError(UserError, RuntimeError):
 
 def detector_manifest(cfg: Config) -> Path:
     """Path of the configured detector's ONNX manifest (``detector.weights`` at ``detector.input_size``),
-    converting the weights first if needed. Raises :class:`StartupError` as :func:`ensure_detector`."""
+    converting the weights first if needed; with ``detector.precision: int8`` the INT8 model's
+    manifest if it passed its gate (:func:`ensure_int8_detector`), else the FP32 one. Raises
+    :class:`StartupError` as :func:`ensure_detector`."""
     size = tuple(cfg.detector.input_size) if cfg.detector.input_size else None
-    return ensure_detector(cfg, cfg.detector.weights, size)
+    fp32 = ensure_detector(cfg, cfg.detector.weights, size)
+    if cfg.detector.precision == "fp32":
+        return fp32
+    from export.quantize import GateThresholds, verdict
+
+    int8 = ensure_int8_detector(cfg, fp32)
+    g = json.loads(int8.read_text())["gate"]
+    g.update(verdict(g, GateThresholds(**cfg.detector.int8_gate.model_dump())))  # this config's limits
+    if g["passed"]:
+        log.info("detector: INT8 model %s (gate passed: persons lost %.3f, added %.3f, joint error median %.2f px)",
+                 int8.name, g["persons_lost"], g["persons_added"], g["median_joint_error_px"])
+        return int8
+    log.error("detector: the INT8 model failed its gate against FP32 (%s; %s): running the FP32 model. Loosen "
+              "detector.int8_gate, keep layers in float (detector.int8_keep_float) or set detector.precision: fp32",
+              ", ".join(g["failed"]), ", ".join(f"{k} {g[k]}" for k in ("persons_lost", "persons_added",
+                                                                       "median_joint_error_px", "p95_joint_error_px")))
+    return fp32
+
+
+def ensure_int8_detector(cfg: Config, fp32_manifest: Path) -> Path:
+    """The INT8 manifest of ``fp32_manifest`` for this config's calibration, float layers, PAF-grouping
+    settings and gate matching distance, made once (``export.quantize.quantize_detector``: about 20 s
+    on 2 cores) and cached beside it. Its ``gate`` holds the figures and the verdict against the
+    limits it was made with; :func:`detector_manifest` judges the figures against the running
+    config's ``detector.int8_gate``.
+
+    Raises:
+        StartupError: the calibration clips are missing or onnxruntime's quantisation tools fail.
+    """
+    from export.quantize import GateThresholds
+
+    d = cfg.detector
+    thresholds = GateThresholds(**d.int8_gate.model_dump())
+    decoder_settings = {"peak_threshold": d.peak_threshold, "paf_threshold": d.paf_threshold,
+                        "min_parts": d.min_parts, "min_person_score": d.min_person_score}
+    want = {"calibration": d.int8_calibration, "keep_float": list(d.int8_keep_float), "decoder": decoder_settings,
+            "match_px": thresholds.match_px}
+    fp32_sha = json.loads(fp32_manifest.read_text())["onnx_sha256"]
+    out_dir = fp32_manifest.parent / "int8"
+    for manifest in sorted(out_dir.glob("*/*.json")):
+        try:
+            data = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            continue
+        if (data.get("fp32_onnx_sha256") == fp32_sha and data.get("int8_settings") == want
+                and (manifest.parent / data.get("onnx", "")).is_file()):
+            return manifest
+    from engines.pose import PoseDecoder
+    from export.quantize import quantize_detector
+
+    key = hashlib.sha256(json.dumps({"fp32": fp32_sha, **want}, sort_keys=True).encode()).hexdigest()[:12]
+    log.info("quantising the detector to INT8 and gating it against FP32 on real frames (first use)")
+    try:
+        return quantize_detector(fp32_manifest, out_dir / key, PoseDecoder(**decoder_settings), thresholds,
+                                 cfg.paths.data_dir, calibration=d.int8_calibration, keep_float=tuple(d.int8_keep_float),
+                                 extra={"int8_settings": want})
+    except (FileNotFoundError, ImportError, ValueError) as exc:
+        raise StartupError(f"INT8 detector: {exc}; set detector.precision: fp32 or provide the calibration clips") from exc
 
 
 def ensure_detector(cfg: Config, weights_name: str, input_size: tuple[int, int] | None = None) -> Path:
@@ -59,7 +119,8 @@ def ensure_detector(cfg: Config, weights_name: str, input_size: tuple[int, int] 
             size = (int(data["input_size"]["width"]), int(data["input_size"]["height"]))
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if (data.get("source_sha256") == digest and (manifest.parent / data.get("onnx", "")).is_file()
+        if (data.get("source_sha256") == digest and data.get("precision", "fp32") == "fp32"
+                and (manifest.parent / data.get("onnx", "")).is_file()
                 and (input_size is None or tuple(input_size) == size)):
             return manifest
     log.info("converting detector %s to ONNX under %s (first use)", weights.name, out_dir)

@@ -76,7 +76,33 @@ def bench_detector(cfg: Config, detector, repeats: int) -> dict:
     if b > 1:
         res[f"engine_plus_grouping_batch{b}_{tag}"] = median_rate(lambda: other.infer(frames[:b]), b, repeats)
     res["cpu_memory_arena"] = arena
+    res["int8"] = bench_int8(cfg, detector, frames, repeats)
     return res
+
+
+def bench_int8(cfg: Config, detector, frames, repeats: int) -> dict:
+    """The INT8 model of the same weights (:func:`pipeline.assets.ensure_int8_detector`, made on
+    first use) side by side with the FP32 one: engine frames/s at batch 1 of both in the same run,
+    their ratio, and the INT8 model's gate verdict (which decides whether the daemon may use it)."""
+    from engines.detector import PoseDetector
+    from pipeline.assets import StartupError, ensure_int8_detector
+
+    fp32 = Path(detector.manifest_path)
+    if json.loads(fp32.read_text()).get("precision", "fp32") != "fp32":
+        return {"skipped": "the configured detector is already the INT8 model"}
+    try:
+        path = ensure_int8_detector(cfg, fp32)
+    except StartupError as exc:
+        return {"skipped": str(exc)}
+    int8 = PoseDetector(path, providers=cfg.detector.providers, decoder=detector.decoder,
+                        intra_op_threads=cfg.detector.intra_op_threads, memory_arena=cfg.detector.cpu_memory_arena)
+    a = median_rate(lambda: [detector.raw(frames[i:i + 1]) for i in range(4)], 4, repeats)
+    b = median_rate(lambda: [int8.raw(frames[i:i + 1]) for i in range(4)], 4, repeats)
+    gate = json.loads(path.read_text())["gate"]
+    return {"manifest": path.name, "fp32_engine_batch1": a, "int8_engine_batch1": b,
+            "speedup": round(b["per_s"] / a["per_s"], 3),
+            "gate": {k: gate[k] for k in ("passed", "failed", "persons_lost", "persons_added", "median_joint_error_px",
+                                          "p95_joint_error_px")}}
 
 
 def bench_recognizer(recognizer, repeats: int, batches=(1, 8, 32), manifest_path: Path | None = None) -> dict:
@@ -334,8 +360,18 @@ def format_table(result: dict) -> str:
     d = result["detector"]
     lines.append(f"detector {d['input_size'][0]}x{d['input_size'][1]} on {d['providers'][0]}:")
     for k, v in d.items():
-        if isinstance(v, dict):
+        if isinstance(v, dict) and "per_s" in v:
             lines.append(f"  {k:<34} {v['per_s']:9.1f} frames/s  ({1000 / v['per_s']:.1f} ms/frame, median of {v['repeats']})")
+    q = d.get("int8", {})
+    if "skipped" in q:
+        lines.append(f"  INT8: skipped ({q['skipped']})")
+    elif q:
+        g = q["gate"]
+        lines.append(f"  INT8 engine batch 1: {q['int8_engine_batch1']['per_s']:.1f} frames/s vs FP32 "
+                     f"{q['fp32_engine_batch1']['per_s']:.1f} side by side ({q['speedup']:.2f}x); gate "
+                     f"{'passed' if g['passed'] else 'FAILED ' + ', '.join(g['failed'])} (persons lost {g['persons_lost']}, "
+                     f"added {g['persons_added']}, joint error median {g['median_joint_error_px']} px, "
+                     f"p95 {g['p95_joint_error_px']} px): the daemon {'may use' if g['passed'] else 'keeps FP32 instead of'} it")
     r = result["recognizer"]
     lines.append(f"fused SARDE graph in the daemon, {r['providers'][0]} (model {r['model_id']}):")
     for k, v in r.items():

