@@ -464,3 +464,55 @@ def optimize_model(model, feeds: Mapping[str, np.ndarray], tolerance: float,
         report["fp16"] = True
         current = cand
     return current, report
+
+
+def conv_flops(model, input_shapes: Mapping[str, Sequence[int]]) -> dict:
+    """Floating-point operations of the convolutions (and MatMul / Gemm) of one run of ``model``.
+
+    A multiply-add counts 2 FLOP: a Conv costs ``2 * prod(output shape) * C_in / group * prod(kernel)``
+    (plus the output size for a bias), a MatMul / Gemm ``2 * M * N * K``; element-wise ops, pads and
+    concatenations are not counted (they are memory-bound and a few per cent of the work here).
+
+    Args:
+        model: ``ModelProto`` or path of an ONNX file.
+        input_shapes: fixed shape of every graph input, e.g. ``{"image": (1, 368, 432, 3)}``.
+
+    Returns:
+        ``{"flop": int, "gflop": float, "conv_nodes": int, "matmul_nodes": int}`` (per run).
+
+    Raises:
+        ValueError: a counted node's shapes cannot be inferred.
+    """
+    import onnx
+    from onnx import shape_inference
+
+    m = onnx.load(str(model)) if isinstance(model, (str, Path)) else _editable_copy(model)[0]
+    for inp in m.graph.input:
+        if inp.name in input_shapes:
+            dims = inp.type.tensor_type.shape.dim
+            for d, v in zip(dims, input_shapes[inp.name]):
+                d.ClearField("dim_param")
+                d.dim_value = int(v)
+    m = shape_inference.infer_shapes(m)
+    shapes: dict[str, list[int]] = {}
+    for vi in list(m.graph.value_info) + list(m.graph.input) + list(m.graph.output):
+        shapes[vi.name] = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+    for init in m.graph.initializer:
+        shapes[init.name] = list(init.dims)
+    flops, convs, matmuls = 0.0, 0, 0
+    for node in m.graph.node:
+        if node.op_type == "Conv":
+            out, w = shapes.get(node.output[0]), shapes.get(node.input[1])
+            if not out or not w or 0 in out:
+                raise ValueError(f"Conv {node.name}: shapes not inferred")
+            flops += 2.0 * float(np.prod(out)) * w[1] * float(np.prod(w[2:]))  # w[1] is C_in / group
+            if len(node.input) > 2:
+                flops += float(np.prod(out))
+            convs += 1
+        elif node.op_type in ("MatMul", "Gemm"):
+            a, out = shapes.get(node.input[0]), shapes.get(node.output[0])
+            if not a or not out:
+                raise ValueError(f"{node.op_type} {node.name}: shapes not inferred")
+            flops += 2.0 * float(np.prod(out)) * a[-1]
+            matmuls += 1
+    return {"flop": int(flops), "gflop": round(flops / 1e9, 4), "conv_nodes": convs, "matmul_nodes": matmuls}

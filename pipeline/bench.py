@@ -76,8 +76,60 @@ def bench_detector(cfg: Config, detector, repeats: int) -> dict:
     if b > 1:
         res[f"engine_plus_grouping_batch{b}_{tag}"] = median_rate(lambda: other.infer(frames[:b]), b, repeats)
     res["cpu_memory_arena"] = arena
+    res["compute"] = detector_compute(detector, res["engine_batch1"]["per_s"])
     res["int8"] = bench_int8(cfg, detector, frames, repeats)
     return res
+
+
+def cpu_peak_gflops() -> dict:
+    """Estimated FP32 peak of this CPU: cores x clock x FLOP per cycle.
+
+    FLOP per cycle = 2 (a fused multiply-add) x FP32 lanes per FMA pipe x FMA pipes, from the
+    ``/proc/cpuinfo`` flags: AVX-512 (``avx512f``) 16 lanes on Intel, 8 on AMD (Zen 4 executes 512-bit
+    operations on 256-bit units), AVX2 + FMA 8 lanes, else 4 (SSE); 2 FMA pipes. The clock is
+    ``cpu MHz`` of ``/proc/cpuinfo`` (nominal in a VM; turbo is not counted), cores ``os.cpu_count()``
+    (the vCPUs onnxruntime's intra-op pool uses by default). An estimate, stated with its inputs."""
+    flags, mhz, vendor = set(), None, ""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "flags" and not flags:
+                flags = set(value.split())
+            elif key == "cpu MHz" and mhz is None:
+                mhz = float(value)
+            elif key == "vendor_id" and not vendor:
+                vendor = value.strip()
+    except (OSError, ValueError):
+        pass
+    if "avx512f" in flags:
+        lanes, isa = (8 if vendor == "AuthenticAMD" else 16), "AVX-512"
+    elif "avx2" in flags and "fma" in flags:
+        lanes, isa = 8, "AVX2+FMA"
+    else:
+        lanes, isa = 4, "SSE"
+    cores = os.cpu_count() or 1
+    per_cycle = 2 * lanes * 2
+    peak = cores * (mhz or 0.0) / 1000.0 * per_cycle
+    return {"peak_gflops": round(peak, 1) if mhz else None, "cores": cores, "clock_mhz": mhz, "isa": isa,
+            "vendor": vendor, "flop_per_cycle_per_core": per_cycle,
+            "how": f"{cores} cores x {mhz} MHz x {per_cycle} FLOP/cycle (2 FMA x {lanes} FP32 lanes x 2 pipes, {isa})"}
+
+
+def detector_compute(detector, frames_per_s: float) -> dict:
+    """GFLOP per frame of the detector graph (:func:`export.graph_passes.conv_flops`, needs onnx),
+    the GFLOP/s it achieves at ``frames_per_s`` and its share of :func:`cpu_peak_gflops`."""
+    peak = cpu_peak_gflops()
+    try:
+        from export.graph_passes import conv_flops
+
+        w, h = detector.input_size
+        g = conv_flops(detector.model.path, {detector.input_name: (1, h, w, 3)})["gflop"]
+    except (ImportError, ValueError, AttributeError) as exc:
+        return {"skipped": f"cannot count the detector's FLOP ({exc})", **peak}
+    achieved = g * frames_per_s
+    return {"gflop_per_frame": g, "achieved_gflops": round(achieved, 1),
+            "share_of_peak": round(achieved / peak["peak_gflops"], 3) if peak["peak_gflops"] else None, **peak}
 
 
 def bench_int8(cfg: Config, detector, frames, repeats: int) -> dict:
@@ -362,6 +414,10 @@ def format_table(result: dict) -> str:
     for k, v in d.items():
         if isinstance(v, dict) and "per_s" in v:
             lines.append(f"  {k:<34} {v['per_s']:9.1f} frames/s  ({1000 / v['per_s']:.1f} ms/frame, median of {v['repeats']})")
+    c = d.get("compute", {})
+    if "achieved_gflops" in c:
+        lines.append(f"  compute: {c['gflop_per_frame']} GFLOP/frame -> {c['achieved_gflops']} GFLOP/s at batch 1, "
+                     f"{100 * (c['share_of_peak'] or 0):.0f} % of the estimated peak {c['peak_gflops']} GFLOP/s ({c['how']})")
     q = d.get("int8", {})
     if "skipped" in q:
         lines.append(f"  INT8: skipped ({q['skipped']})")

@@ -9,8 +9,8 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from export.graph_passes import (OptimizeError, batchnorm_report, fold_scale_convs, optimize_model,  # noqa: E402
-                                 pad_channels, parity, run_onnx, to_fp16)
+from export.graph_passes import (OptimizeError, batchnorm_report, conv_flops, fold_scale_convs,  # noqa: E402
+                                 optimize_model, pad_channels, parity, run_onnx, to_fp16)
 from export.optimize import optimize_sarde  # noqa: E402
 
 
@@ -43,6 +43,15 @@ def _conv_chain(channels: int = 24):
     graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 20, 24])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 19, 20, 24])], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)], ir_version=8)
+
+
+def test_conv_flops_counted_by_hand():
+    """Output 24 x 20 x 24 = 11520 values: conv 3->24 3x3 2*11520*27, depthwise 3x3 2*11520*9,
+    depthwise 1x1 2*11520, pointwise 24->19 2*9120*24, plus one add per output for the biases."""
+    got = conv_flops(_conv_chain(24), {"x": (1, 3, 20, 24)})
+    by_hand = (2 * 11520 * 27 + 11520) + (2 * 11520 * 9 + 11520) + (2 * 11520 + 11520) + (2 * 9120 * 24 + 9120)
+    assert got["flop"] == by_hand == 1_333_920 and got["conv_nodes"] == 4
+    assert conv_flops(_conv_chain(24), {"x": (4, 3, 20, 24)})["flop"] == 4 * by_hand  # batch 4
 
 
 def test_fold_and_pad_are_exact_and_change_the_graph():
