@@ -320,7 +320,7 @@ def test_example_config_validates_and_matches_image(tmp_path):
 
     instr = _docker_instructions()
     exposed = {int(p.split("/")[0]) for word, rest in instr if word == "EXPOSE" for p in rest.split()}
-    assert exposed == {cfg.metrics.port, int(cfg.events.pub_endpoint.rsplit(":", 1)[1])}
+    assert exposed == {cfg.metrics.port, int(cfg.events.pub_endpoint.rsplit(":", 1)[1]), cfg.web.port}
     health = [rest for word, rest in instr if word == "HEALTHCHECK"]
     assert len(health) == 1
     url = re.search(r"http://127\.0\.0\.1:(\d+)/healthz", health[0])
