@@ -34,7 +34,8 @@ class PoseDetector:
         providers: preferred onnxruntime providers, best first (``tensorrt``, ``cuda``, ``cpu``).
         decoder: PAF grouping settings; default ``PoseDecoder(stride=<manifest stride>)``.
         intra_op_threads: onnxruntime intra-op threads (0 = onnxruntime's default).
-        memory_arena: onnxruntime's CPU memory arena (``engines.runtime.create_session``).
+        memory_arena, memory_pattern: onnxruntime's CPU memory arena and memory patterns
+            (``engines.runtime.create_session``).
         verify_sha256: check the ONNX file against the manifest's ``onnx_sha256`` (about 20 ms).
 
     Raises:
@@ -45,7 +46,7 @@ class PoseDetector:
 
     def __init__(self, manifest_path: str | Path, providers: Sequence[str] = ("cuda", "cpu"),
                  decoder: PoseDecoder | None = None, intra_op_threads: int = 0, verify_sha256: bool = True,
-                 memory_arena: bool = True):
+                 memory_arena: bool = True, memory_pattern: bool = False):
         self.manifest_path = Path(manifest_path)
         m = read_manifest(self.manifest_path, required=_REQUIRED)
         try:
@@ -70,7 +71,7 @@ class PoseDetector:
 
         onnx_path = verified_onnx(self.manifest_path, m if verify_sha256 else {**m, "onnx_sha256": None})
         self.model = OnnxModel(onnx_path, providers=providers, intra_op_threads=intra_op_threads,
-                               memory_arena=memory_arena)
+                               memory_arena=memory_arena, memory_pattern=memory_pattern)
         self._check_graph()
         self.decoder = decoder if decoder is not None else PoseDecoder(stride=self.stride)
         if self.decoder.stride != self.stride:

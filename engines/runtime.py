@@ -123,7 +123,7 @@ def create_session(model: str | Path | bytes, providers: Sequence[str] = ("cpu",
                    graph_optimization: str = "all", optimized_model_path: str | Path | None = None,
                    trt_cache_dir: str | Path | None = None, fp16: bool = True,
                    profile: Mapping[str, tuple[Sequence[int], Sequence[int], Sequence[int]]] | None = None,
-                   memory_arena: bool = True):
+                   memory_arena: bool = True, memory_pattern: bool = False):
     """The project's one way to create an ``onnxruntime.InferenceSession``.
 
     Session options, the same for every caller: errors-only onnxruntime logging (CUDA / TensorRT
@@ -146,7 +146,11 @@ def create_session(model: str | Path | bytes, providers: Sequence[str] = ("cpu",
         memory_arena: onnxruntime's CPU memory arena. Off, buffers go back to the allocator after each
             run: on the dm10 detector at batch 1-4 about 115-140 MB less resident memory but 8 % (batch 1)
             to 24 % (batch 4) more time per frame (medians of 15 runs, 2-core VM; ``detector.cpu_memory_arena``).
-            Memory patterns stay on either way.
+        memory_pattern: onnxruntime's memory patterns (one pre-planned block per input shape seen).
+            Off by default: the daemon's batches vary in size (1 to ``max_batch`` frames or windows),
+            and on the dm10 detector at batch 1-4 patterns held about 90 MiB more resident memory
+            for no measurable speed (``sarde bench``: ``engine_plus_grouping_batch*_pattern_on``, side
+            by side).
 
     Returns:
         The ``onnxruntime.InferenceSession``; ``get_providers()`` names what really runs, best first.
@@ -169,6 +173,7 @@ def create_session(model: str | Path | bytes, providers: Sequence[str] = ("cpu",
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.enable_cpu_mem_arena = bool(memory_arena)
+    options.enable_mem_pattern = bool(memory_pattern)
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION[graph_optimization])
     options.log_severity_level = 3  # CUDA/TensorRT load failures on CPU hosts are expected
     if optimized_model_path is not None:
@@ -195,7 +200,7 @@ class OnnxModel:
         trt_cache_dir: TensorRT EP engine/timing cache folder (default ``trt-cache`` beside the model).
         fp16: let the TensorRT EP use FP16 kernels.
         profile: TensorRT EP optimisation profile ``{input: (min, opt, max) shapes}``.
-        memory_arena: onnxruntime's CPU memory arena (:func:`create_session`).
+        memory_arena, memory_pattern: onnxruntime's CPU memory arena and memory patterns (:func:`create_session`).
 
     Raises:
         ModelLoadError: if the file is missing or onnxruntime cannot load it.
@@ -204,12 +209,13 @@ class OnnxModel:
     def __init__(self, path: str | Path, providers: Sequence[str] = ("cuda", "cpu"), intra_op_threads: int = 0,
                  trt_cache_dir: str | Path | None = None, fp16: bool = True,
                  profile: Mapping[str, tuple[Sequence[int], Sequence[int], Sequence[int]]] | None = None,
-                 memory_arena: bool = True):
+                 memory_arena: bool = True, memory_pattern: bool = False):
         import onnxruntime as ort
 
         self.path = Path(path)
         self.session = create_session(self.path, providers, intra_op_threads, trt_cache_dir=trt_cache_dir,
-                                      fp16=fp16, profile=profile, memory_arena=memory_arena)
+                                      fp16=fp16, profile=profile, memory_arena=memory_arena,
+                                      memory_pattern=memory_pattern)
         self.providers: list[str] = self.session.get_providers()
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]

@@ -76,6 +76,13 @@ def bench_detector(cfg: Config, detector, repeats: int) -> dict:
     if b > 1:
         res[f"engine_plus_grouping_batch{b}_{tag}"] = median_rate(lambda: other.infer(frames[:b]), b, repeats)
     res["cpu_memory_arena"] = arena
+    # memory patterns on (the session default the daemon turns off, engines.runtime.create_session), side by side
+    patterned = PoseDetector(detector.manifest_path, providers=cfg.detector.providers, decoder=detector.decoder,
+                             intra_op_threads=cfg.detector.intra_op_threads, memory_arena=arena, memory_pattern=True)
+    res["engine_plus_grouping_batch1_pattern_on"] = median_rate(lambda: [patterned.infer(frames[i:i + 1]) for i in range(4)], 4, repeats)
+    if b > 1:
+        res[f"engine_plus_grouping_batch{b}_pattern_on"] = median_rate(lambda: patterned.infer(frames[:b]), b, repeats)
+    del other, patterned
     res["compute"] = detector_compute(detector, res["engine_batch1"]["per_s"])
     res["int8"] = bench_int8(cfg, detector, frames, repeats)
     return res
@@ -263,6 +270,8 @@ def bench_end_to_end(cfg: Config, cameras: int, frames_per_camera: int) -> dict:
     cfg.events.journal = None
     cfg.events = cfg.events.model_copy(update={"threshold": 0.01, "end_threshold": 0.005, "ignore_labels": []})
     cfg.metrics.enabled = False
+    cfg.web.enabled = False
+    cfg.media.snapshot_dir = cfg.media.overlay_dir = None  # thresholds near 0 give an event per window
     cfg.transport.frames_endpoint = f"ipc:///tmp/sarde-bench-{os.getpid()}.sock"
     names = [s.name for s in cfg.sources]
     total = cameras * frames_per_camera

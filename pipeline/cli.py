@@ -13,14 +13,20 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engines.errors import EXIT_USER_ERROR, UserError
-from pipeline.config import DEFAULT_CONFIG_PATH, Config, ConfigError, SourceConfig, load_config_or_default
-from pipeline.sources import derive_camera_name
+# pipeline.config (pydantic) is imported by the commands that need it, not here: every reader
+# process `sarde run` spawns re-imports this module as its __main__, and stays small (docs/PERFORMANCE.md).
+if TYPE_CHECKING:
+    from pipeline.config import Config
 
 log = logging.getLogger("sarde")
 
+
 def _load(args) -> Config:
+    from pipeline.config import ConfigError, SourceConfig, load_config_or_default
+    from pipeline.sources import derive_camera_name
     overrides: dict = {}
     if getattr(args, "metrics_port", None) is not None:
         overrides.setdefault("metrics", {})["port"] = args.metrics_port
@@ -69,6 +75,7 @@ def cmd_stage(args) -> int:
 
 
 def cmd_reader(args) -> int:
+    from pipeline.config import ConfigError
     from pipeline.daemon import run_reader_process
     cfg = _load(args)
     _setup_logging(cfg.log_level)
@@ -78,6 +85,7 @@ def cmd_reader(args) -> int:
 
 
 def cmd_events(args) -> int:
+    from pipeline.config import ConfigError, load_config_or_default
     _setup_logging("WARNING")
     if args.journal:
         from pipeline.journal import EventJournal
@@ -113,6 +121,7 @@ def cmd_keys(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from pipeline.config import ConfigError
     cfg = _load(args)
     _setup_logging(cfg.log_level)
     from pipeline.assets import detector_manifest
@@ -172,6 +181,7 @@ def cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pipeline.config import DEFAULT_CONFIG_PATH
     p = argparse.ArgumentParser(prog="sarde", description="Real-time action recognition from monocular cameras (SARDE).")
     sub = p.add_subparsers(dest="command", required=True)
 

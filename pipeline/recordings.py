@@ -91,7 +91,7 @@ def ensure_recordings(cfg: Config, clips: list[Clip], progress: bool = True) -> 
 def clips_run_config(cfg: Config, clips: list[Clip], tmp: Path, model: str, journal: Path | None):
     """A copy of ``cfg`` that runs ``clips`` as cameras ``c0, c1, ...`` of one offline daemon run.
 
-    Lossless file readers, no event publishing, stdout or metrics; frames over an ``ipc://`` socket
+    Lossless file readers, no event publishing, stdout, metrics, web page, snapshots or clips; frames over an ``ipc://`` socket
     in ``tmp``; every frame and window recorded to ``tmp/rec.jsonl`` (+ ``rec.windows.jsonl``).
 
     Args:
@@ -110,6 +110,8 @@ def clips_run_config(cfg: Config, clips: list[Clip], tmp: Path, model: str, jour
     run.events.pub_endpoint = None
     run.events.stdout = False
     run.metrics.enabled = False
+    run.web.enabled = False
+    run.media.snapshot_dir = run.media.overlay_dir = None  # events are what is measured, not pictures
     run.transport.frames_endpoint = f"ipc://{tmp}/frames.sock"
     run.transport.frames_bind = None
     return run, names

@@ -49,6 +49,7 @@ def test_curve_admits_the_authorised_reader_only(tmp_path, shared_dir, artifact_
             "recognizer": {"model": str(default_model)},
             "events": {"pub_endpoint": None, "journal": str(tmp_path / "ev.db"), "stdout": False},
             "metrics": {"enabled": False},
+            "web": {"enabled": False},
         })
 
     good_cfg, evil_cfg = cfg(reader_secret), cfg(evil_secret)

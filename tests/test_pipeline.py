@@ -54,6 +54,7 @@ def _config(tmp_path, shared_dir, artifact_cache, clip: str, camera: str, **even
         "events": {"pub_endpoint": f"tcp://127.0.0.1:{pub_port}", "journal": str(tmp_path / "events.db"),
                    "stdout": False, **events},
         "metrics": {"port": 0},
+        "web": {"enabled": False},
         "record_poses": str(tmp_path / "poses.jsonl"),
     }
     return resolve_models(load_config(ROOT / "configs" / "default.yaml", overrides), progress=False), pub_port

@@ -90,6 +90,8 @@ def test_int8_detector_is_used_only_if_it_passes_its_gate(detector_onnx, shared_
     assert not g["passed"] and "persons_lost" in g["failed"] and g["persons_lost"] > 0.1, g  # measured 0.28
     assert g["frames"] >= 60 and g["persons_fp32"] > 50
     assert g["median_joint_error_px"] < 3.0  # the persons it keeps are where FP32 has them
+    ref = g["reference_jpeg90"]  # FP32 against itself on JPEG-q90 re-encoded frames, for reading the figures
+    assert ref["frames"] == g["frames"] and ref["persons_fp32"] == g["persons_fp32"] and 0 <= ref["persons_lost"] <= 1
     assert "failed its gate" in caplog.text
 
     loose = cfg.model_copy(update={"detector": cfg.detector.model_copy(update={"int8_gate": cfg.detector.int8_gate.model_copy(
