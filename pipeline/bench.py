@@ -57,34 +57,40 @@ def _frames(cfg: Config, size: tuple[int, int], n: int) -> np.ndarray:
 
 
 def bench_detector(cfg: Config, detector, repeats: int) -> dict:
-    """Detector frames/s (engine + PAF grouping) and the engine alone, batch 1 and max_batch."""
+    """Detector frames/s (engine + PAF grouping) and the engine alone, batch 1 and max_batch; the
+    same weights with onnxruntime's CPU memory arena the other way (``detector.cpu_memory_arena``)
+    and with memory patterns on (the session default the daemon turns off,
+    ``engines.runtime.create_session``), side by side; compute figures; INT8 side by side."""
     frames = _frames(cfg, detector.input_size, 8)
     res = {"input_size": list(detector.input_size), "providers": detector.providers}
     res["engine_batch1"] = median_rate(lambda: [detector.raw(frames[i:i + 1]) for i in range(4)], 4, repeats)
-    res["engine_plus_grouping_batch1"] = median_rate(lambda: [detector.infer(frames[i:i + 1]) for i in range(4)], 4, repeats)
     b = cfg.detector.max_batch
-    if b > 1:
-        res[f"engine_plus_grouping_batch{b}"] = median_rate(lambda: detector.infer(frames[:b]), b, repeats)
-    # the same weights with onnxruntime's CPU memory arena the other way (detector.cpu_memory_arena), side by side
-    from engines.detector import PoseDetector
-
+    res.update(_grouped_rates(detector, frames, b, repeats, ""))
     arena = bool(cfg.detector.cpu_memory_arena)
-    other = PoseDetector(detector.manifest_path, providers=cfg.detector.providers, decoder=detector.decoder,
-                         intra_op_threads=cfg.detector.intra_op_threads, memory_arena=not arena)
-    tag = "arena_off" if arena else "arena_on"
-    res[f"engine_plus_grouping_batch1_{tag}"] = median_rate(lambda: [other.infer(frames[i:i + 1]) for i in range(4)], 4, repeats)
-    if b > 1:
-        res[f"engine_plus_grouping_batch{b}_{tag}"] = median_rate(lambda: other.infer(frames[:b]), b, repeats)
+    res.update(_grouped_rates(_variant(cfg, detector, memory_arena=not arena), frames, b, repeats,
+                              "_arena_off" if arena else "_arena_on"))
     res["cpu_memory_arena"] = arena
-    # memory patterns on (the session default the daemon turns off, engines.runtime.create_session), side by side
-    patterned = PoseDetector(detector.manifest_path, providers=cfg.detector.providers, decoder=detector.decoder,
-                             intra_op_threads=cfg.detector.intra_op_threads, memory_arena=arena, memory_pattern=True)
-    res["engine_plus_grouping_batch1_pattern_on"] = median_rate(lambda: [patterned.infer(frames[i:i + 1]) for i in range(4)], 4, repeats)
-    if b > 1:
-        res[f"engine_plus_grouping_batch{b}_pattern_on"] = median_rate(lambda: patterned.infer(frames[:b]), b, repeats)
-    del other, patterned
+    res.update(_grouped_rates(_variant(cfg, detector, memory_arena=arena, memory_pattern=True), frames, b, repeats,
+                              "_pattern_on"))
     res["compute"] = detector_compute(detector, res["engine_batch1"]["per_s"])
     res["int8"] = bench_int8(cfg, detector, frames, repeats)
+    return res
+
+
+def _variant(cfg: Config, detector, **session):
+    """The configured detector's weights in a new session with other onnxruntime ``session`` options."""
+    from engines.detector import PoseDetector
+
+    return PoseDetector(detector.manifest_path, providers=cfg.detector.providers, decoder=detector.decoder,
+                        intra_op_threads=cfg.detector.intra_op_threads, **session)
+
+
+def _grouped_rates(detector, frames, batch: int, repeats: int, tag: str) -> dict:
+    """Engine + PAF grouping frames/s at batch 1 (and ``batch`` if > 1), keyed with ``tag``."""
+    res = {f"engine_plus_grouping_batch1{tag}": median_rate(lambda: [detector.infer(frames[i:i + 1]) for i in range(4)],
+                                                            4, repeats)}
+    if batch > 1:
+        res[f"engine_plus_grouping_batch{batch}{tag}"] = median_rate(lambda: detector.infer(frames[:batch]), batch, repeats)
     return res
 
 

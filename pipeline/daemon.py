@@ -493,8 +493,9 @@ def run_all(cfg: Config, progress: bool = True, reload_config: Callable[[], Conf
             settings, procs, start=lambda st: start_readers([st])[0], end_camera=stage.end_camera_by_name,
             camera_ended=lambda name: name in stage.cameras and stage.cameras[name].ended,
             restarts=lambda camera: stage.metrics.reader_restarts.labels(camera).inc())
-        idle = watchdog.check
-        if reload_config is not None:
+        if reload_config is None:
+            idle = watchdog.check
+        else:
             from pipeline.reload import Reloader
 
             def add_source(src) -> None:
