@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import platform
+import sys
 import threading
 import time
 from contextlib import ExitStack
@@ -339,6 +340,8 @@ def bench_end_to_end(cfg: Config, cameras: int, frames_per_camera: int) -> dict:
     return {
         "cameras": cameras, "frames": done, "seconds": elapsed, "frames_per_s": done / elapsed,
         "definition": END_TO_END_DEFINITION,
+        # the stage's process: torch / tensorflow must not be in it (the daemon runs without them)
+        "heavy_modules_loaded": sorted(k for k in ("torch", "tensorflow", "tf2onnx", "onnx") if k in sys.modules),
         "windows": m["windows"], "events": m["events"],
         "mean_detector_batch": batch_frames / batches if batches else None,
         # ms per frame and share of wall time of each part (the two stage threads overlap, so shares can
@@ -384,6 +387,39 @@ def machine_info() -> dict:
     return info
 
 
+def in_fresh_process(fn, *args):
+    """``fn(*args)`` in a new spawned process (returns its result, re-raises its error): the
+    end-to-end figures, memory above all, are the daemon's own, not those of this process, which has
+    torch (the backend comparison) and the benchmark's extra sessions loaded."""
+    import multiprocessing as mp
+    import queue
+
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    proc = ctx.Process(target=_run_child, args=(results, fn, args), name="sarde-bench-e2e")  # not daemonic: it starts readers
+    proc.start()
+    try:
+        while True:
+            try:
+                ok, value = results.get(timeout=1.0)
+                break
+            except queue.Empty:
+                if not proc.is_alive():
+                    raise RuntimeError(f"the benchmark process exited with code {proc.exitcode} before reporting")
+    finally:
+        proc.join(30)
+    if not ok:
+        raise RuntimeError(f"the benchmark process failed: {value}")
+    return value
+
+
+def _run_child(results, fn, args) -> None:
+    try:
+        results.put((True, fn(*args)))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
+        results.put((False, f"{type(exc).__name__}: {exc}"))
+
+
 def run_bench(cfg: Config, repeats: int = 5, cameras: tuple[int, ...] = (1,), frames_per_camera: int = 60,
               batches: tuple[int, ...] = (1, 8, 32), backends: tuple[str, ...] | None = None) -> dict:
     """Run every benchmark; returns a JSON-able dict.
@@ -391,7 +427,7 @@ def run_bench(cfg: Config, repeats: int = 5, cameras: tuple[int, ...] = (1,), fr
     Keys: ``machine``, ``detector`` (engine and engine + PAF grouping, frames/s), ``recognizer``
     (the daemon's recogniser, windows/s per batch), ``backends``
     (:func:`export.backends.bench_backends`), ``end_to_end`` (one row per camera count,
-    :func:`bench_end_to_end`: frames/s with its ``definition``, event latency, memory,
+    :func:`bench_end_to_end` in a fresh process each (:func:`in_fresh_process`): frames/s with its ``definition``, event latency, memory,
     ``ratio_to_detector_only`` = end-to-end frames/s over detector-only frames/s at the batch size
     the stage formed, i.e. 1 - daemon overhead).
     """
@@ -406,7 +442,7 @@ def run_bench(cfg: Config, repeats: int = 5, cameras: tuple[int, ...] = (1,), fr
               "recognizer": bench_recognizer(recognizer, repeats, batches, rec_manifest)}
     result["backends"] = bench_backends(rec_manifest, repeats, batches, cfg.recognizer.intra_op_threads, backends)
     del detector, recognizer
-    result["end_to_end"] = [bench_end_to_end(cfg, n, frames_per_camera) for n in cameras]
+    result["end_to_end"] = [in_fresh_process(bench_end_to_end, cfg, n, frames_per_camera) for n in cameras]
     d = result["detector"]
     for row in result["end_to_end"]:
         b = cfg.detector.max_batch
