@@ -122,3 +122,31 @@ def test_overlay_video_of_a_real_fall(daemon_config, shared_dir, tmp_path):
     assert len(clip) == 15 + 30  # 1 s before, 2 s after, at 15 fps (the stream has more on both sides)
     banner = [int((f[4:20, 4:90] > 200).all(-1).sum()) for f in clip]  # white caption text on black
     assert max(banner[:15]) < 5 and min(banner[15:]) > 40, banner
+
+
+def test_a_clip_that_cannot_be_written_is_counted_and_the_recorder_goes_on(tmp_path):
+    """The writer thread survives a failed clip (its folder is a file): logged, counted, the next
+    clip of another camera is written with its pre-roll and post-roll."""
+    from prometheus_client import CollectorRegistry
+
+    from pipeline.event_clips import ClipRecorder
+    from pipeline.metrics import StageMetrics
+
+    metrics = StageMetrics(CollectorRegistry())
+    store = SnapshotWriter(tmp_path / "media")
+    rec = ClipRecorder(store, pre_s=0.2, post_s=0.4, fps=10.0, metrics=metrics)  # 2 frames before, 4 after
+    img = np.random.default_rng(1).integers(0, 255, (368, 432, 3), np.uint8)
+    frame = LastFrame(img, np.zeros((0, 18, 3), np.float32), {})
+    blocked = store.path_of("bad", "a" * 32, ".mp4").parent
+    blocked.parent.mkdir(parents=True)
+    blocked.write_text("not a folder")
+    for cam in ("bad", "good"):
+        for _ in range(3):
+            rec.frame(cam, frame, {})
+        path = rec.start(cam, ("a" if cam == "bad" else "b") * 32, "fighting", 0.9, (1,))
+        for _ in range(6):
+            rec.frame(cam, frame, {})
+    rec.close()
+    assert metrics.clip_errors._value.get() == 1 and not path.with_name("a" * 32 + ".mp4").exists()
+    assert rec.written == [path] and len(_frames(path)) == 2 + 4
+    assert metrics.clips.labels("good")._value.get() == 1
