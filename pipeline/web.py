@@ -10,7 +10,8 @@ Routes (``web.host:web.port``; no login: keep it on loopback or behind an authen
 * ``GET /fragments/events``: the events table alone (what the page refreshes), same parameters.
 * ``GET /cameras/{camera}/live.mjpeg``: the camera's processed frames with skeletons, track ids and
   open actions drawn (:class:`pipeline.live.LiveFrames`), as ``multipart/x-mixed-replace`` JPEGs, at
-  most ``web.stream_fps`` per second. ``GET /cameras/{camera}/latest.jpg``: one such frame.
+  most ``web.stream_fps`` per second. ``GET /cameras/{camera}/latest.jpg``: one such frame (404 if
+  none came within 2 s).
 * ``GET /media/{path}``: a snapshot (``image/jpeg``) or clip (``video/mp4``) under the media folder.
 * ``GET /api/cameras``, ``GET /api/events``: the same as JSON (events as ``sarde.event`` objects
   with their journal ``seq``).
@@ -187,7 +188,7 @@ def make_app(page: WebPage):
 
     @app.get("/cameras/{camera}/latest.jpg")
     def latest(camera: str):
-        got = page.live.jpeg(camera, after=0, timeout_s=0.0)
+        got = page.live.jpeg(camera, after=0, timeout_s=2.0)  # a camera that just came up: its first frame
         if got is None:
             raise HTTPException(404, f"no frame of camera {camera!r} yet")
         return Response(got[1], media_type="image/jpeg", headers={"Cache-Control": "no-store"})

@@ -85,7 +85,8 @@ def test_api_and_media_routes_of_a_running_daemon(daemon):
     cams = _wait("both cameras up", lambda: (c := json.loads(_get(f"{base}/api/cameras")[2])["cameras"])
                  and all(c.get(k, {}).get("up") for k in ("fight", "street")) and c, 120, proc)
     assert set(cams) == {"fight", "street"}
-    status, ctype, jpg = _get(f"{base}/cameras/fight/latest.jpg")
+    # "up" counts frames received; the live view shows them once detected and tracked
+    status, ctype, jpg = _wait("the first live frame", lambda: _get(f"{base}/cameras/fight/latest.jpg"), 60, proc)
     import cv2
 
     img = cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR)
