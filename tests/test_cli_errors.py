@@ -121,6 +121,14 @@ def test_metrics_port_busy(run_config):
                            "metrics")
 
 
+def test_web_port_busy(run_config):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        _assert_user_error(_sarde("run", "--config", str(run_config(web={"enabled": True, "port": port}))), "web.port")
+
+
 def test_journal_is_a_directory(run_config, tmp_path):
     (tmp_path / "journal.d").mkdir()
     _assert_user_error(_sarde("run", "--config", str(run_config(events={"journal": str(tmp_path / "journal.d")}))),
