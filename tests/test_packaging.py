@@ -286,7 +286,7 @@ def test_ci_path_is_the_images_path():
     assert "setup" in targets["test"][0], "Makefile: test must depend on setup"
     venv = re.search(r"^VENV\s*\?=\s*(\S+)", (ROOT / "Makefile").read_text(), re.M).group(1)
     setup_prereqs = targets["setup"][0]
-    assert setup_prereqs == [f"$(VENV)/.installed"]
+    assert setup_prereqs == ["$(VENV)/.installed"]
     recipe = " ".join(targets["$(VENV)/.installed"][1])
     assert "pip install -q -e '.[train,export,dev]'" in recipe
 

@@ -13,7 +13,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from export.quantize import GateThresholds, gate, gate_frames, match_persons, verdict
 
