@@ -33,11 +33,8 @@ def detector_manifest(cfg: Config) -> Path:
     fp32 = ensure_detector(cfg, cfg.detector.weights, size)
     if cfg.detector.precision == "fp32":
         return fp32
-    from export.quantize import GateThresholds, verdict
-
     int8 = ensure_int8_detector(cfg, fp32)
-    g = json.loads(int8.read_text())["gate"]
-    g.update(verdict(g, GateThresholds(**cfg.detector.int8_gate.model_dump())))  # this config's limits
+    g = int8_gate(cfg, int8)
     if g["passed"]:
         log.info("detector: INT8 model %s (gate passed: persons lost %.3f, added %.3f, joint error median %.2f px)",
                  int8.name, g["persons_lost"], g["persons_added"], g["median_joint_error_px"])
@@ -47,6 +44,15 @@ def detector_manifest(cfg: Config) -> Path:
               ", ".join(g["failed"]), ", ".join(f"{k} {g[k]}" for k in ("persons_lost", "persons_added",
                                                                        "median_joint_error_px", "p95_joint_error_px")))
     return fp32
+
+
+def int8_gate(cfg: Config, int8_manifest: Path) -> dict:
+    """The gate figures stored in an INT8 manifest, judged against this config's
+    ``detector.int8_gate`` limits (``passed``, ``failed``, ``thresholds`` replaced)."""
+    from export.quantize import GateThresholds, verdict
+
+    g = json.loads(Path(int8_manifest).read_text())["gate"]
+    return {**g, **verdict(g, GateThresholds(**cfg.detector.int8_gate.model_dump()))}
 
 
 def ensure_int8_detector(cfg: Config, fp32_manifest: Path) -> Path:
@@ -62,7 +68,7 @@ def ensure_int8_detector(cfg: Config, fp32_manifest: Path) -> Path:
     from export.quantize import GateThresholds
 
     d = cfg.detector
-    thresholds = GateThresholds(**d.int8_gate.model_dump())
+    thresholds = GateThresholds(**d.int8_gate.model_dump())  # the limits recorded with the first verdict
     decoder_settings = {"peak_threshold": d.peak_threshold, "paf_threshold": d.paf_threshold,
                         "min_parts": d.min_parts, "min_person_score": d.min_person_score}
     want = {"calibration": d.int8_calibration, "keep_float": list(d.int8_keep_float), "decoder": decoder_settings,

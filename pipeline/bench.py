@@ -78,11 +78,12 @@ def bench_detector(cfg: Config, detector, repeats: int) -> dict:
     return res
 
 
-def _variant(cfg: Config, detector, **session):
-    """The configured detector's weights in a new session with other onnxruntime ``session`` options."""
+def _variant(cfg: Config, detector, manifest: Path | None = None, **session):
+    """A new detector session with the configured detector's decoder and threads: its weights (or
+    ``manifest``'s) with other onnxruntime ``session`` options."""
     from engines.detector import PoseDetector
 
-    return PoseDetector(detector.manifest_path, providers=cfg.detector.providers, decoder=detector.decoder,
+    return PoseDetector(manifest or detector.manifest_path, providers=cfg.detector.providers, decoder=detector.decoder,
                         intra_op_threads=cfg.detector.intra_op_threads, **session)
 
 
@@ -149,9 +150,9 @@ def detector_compute(detector, frames_per_s: float) -> dict:
 def bench_int8(cfg: Config, detector, frames, repeats: int) -> dict:
     """The INT8 model of the same weights (:func:`pipeline.assets.ensure_int8_detector`, made on
     first use) side by side with the FP32 one: engine frames/s at batch 1 of both in the same run,
-    their ratio, and the INT8 model's gate verdict (which decides whether the daemon may use it)."""
-    from engines.detector import PoseDetector
-    from pipeline.assets import StartupError, ensure_int8_detector
+    their ratio, and the INT8 model's gate verdict against this config's limits (what decides
+    whether the daemon uses it, :func:`pipeline.assets.detector_manifest`)."""
+    from pipeline.assets import StartupError, ensure_int8_detector, int8_gate
 
     fp32 = Path(detector.manifest_path)
     if json.loads(fp32.read_text()).get("precision", "fp32") != "fp32":
@@ -160,11 +161,10 @@ def bench_int8(cfg: Config, detector, frames, repeats: int) -> dict:
         path = ensure_int8_detector(cfg, fp32)
     except StartupError as exc:
         return {"skipped": str(exc)}
-    int8 = PoseDetector(path, providers=cfg.detector.providers, decoder=detector.decoder,
-                        intra_op_threads=cfg.detector.intra_op_threads, memory_arena=cfg.detector.cpu_memory_arena)
+    int8 = _variant(cfg, detector, path, memory_arena=cfg.detector.cpu_memory_arena)
     a = median_rate(lambda: [detector.raw(frames[i:i + 1]) for i in range(4)], 4, repeats)
     b = median_rate(lambda: [int8.raw(frames[i:i + 1]) for i in range(4)], 4, repeats)
-    gate = json.loads(path.read_text())["gate"]
+    gate = int8_gate(cfg, path)
     return {"manifest": path.name, "fp32_engine_batch1": a, "int8_engine_batch1": b,
             "speedup": round(b["per_s"] / a["per_s"], 3),
             "gate": {k: gate[k] for k in ("passed", "failed", "persons_lost", "persons_added", "median_joint_error_px",

@@ -13,8 +13,8 @@ stream ends first) a writer thread draws the overlay on every frame
 red with their label on every frame, pre-roll included; the event's label and score as a caption on
 the frames after the start), encodes it with OpenCV's
 ``VideoWriter`` (MPEG-4 Part 2, ``mp4v``, at the window frame rate) to a temporary file and renames
-it into place, so the path holds a whole clip or nothing; then the media retention runs
-(:meth:`pipeline.snapshots.SnapshotWriter.prune`: snapshots and clips together, by age and size).
+it into place, so the path holds a whole clip or nothing; then the media retention runs when due
+(:meth:`pipeline.snapshots.SnapshotWriter.prune_if_due`: snapshots and clips together, by age and size).
 
 Nothing here can stop the stage: a clip that cannot be written (encoder failure, disk full, the
 writer's queue of ``max_pending`` clips full) is logged and counted (``sarde_clip_errors_total``),
@@ -145,7 +145,7 @@ class ClipRecorder:
             self.written.append(clip.path)
             if self.metrics is not None:
                 self.metrics.clips.labels(clip.camera).inc()
-            self.store.prune()
+            self.store.prune_if_due()
 
     def _write(self, clip: _Clip) -> None:
         import cv2

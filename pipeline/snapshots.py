@@ -86,23 +86,29 @@ class SnapshotWriter:
         retention_days: snapshots older than this are deleted (None: no age limit).
         max_bytes: the oldest snapshots are deleted while the folder holds more (None: no size limit).
         jpeg_quality: OpenCV JPEG quality, 1-100.
+        prune_interval_s: writes run the retention at most this often (it lists the whole folder,
+            and a snapshot is written on the stage's post-processing thread); the folder may exceed
+            its limits by what is written in between.
 
     Raises:
         OSError: ``media_dir`` cannot be created (a start-up error).
     """
 
     def __init__(self, media_dir: str | Path, retention_days: float | None = 7.0, max_bytes: int | None = 1 << 30,
-                 jpeg_quality: int = 85):
+                 jpeg_quality: int = 85, prune_interval_s: float = 60.0):
         self.root = Path(media_dir)
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_age_s = None if retention_days is None else 86400.0 * retention_days
         self.max_bytes = max_bytes
         self.quality = int(jpeg_quality)
         self._prune_lock = threading.Lock()
+        self.prune_interval_s = float(prune_interval_s)
+        self._last_prune = float("-inf")  # time.monotonic() of the last retention run
 
     def save(self, camera: str, event_id: str, image: np.ndarray, when: float | None = None) -> Path:
         """Write ``image`` (``(H, W, 3)`` uint8 BGR) as ``<camera>/<YYYY-MM-DD>/<event_id>.jpg`` (UTC date of
-        ``when``, default now), atomically (temporary file, then rename), then prune.
+        ``when``, default now), atomically (temporary file, then rename), then run the retention if
+        it is due (:meth:`prune_if_due`).
 
         Raises:
             OSError: the file cannot be written. ValueError: OpenCV cannot encode the image.
@@ -117,18 +123,26 @@ class SnapshotWriter:
         tmp = path.with_suffix(".jpg.tmp")
         tmp.write_bytes(buf.tobytes())
         os.replace(tmp, path)
-        self.prune()
+        self.prune_if_due()
         return path
 
     def path_of(self, camera: str, event_id: str, suffix: str, when: float | None = None) -> Path:
         """``<root>/<camera>/<UTC date of when (default now)>/<event_id><suffix>``: where an event's media goes."""
         return self.root / camera / time.strftime("%Y-%m-%d", time.gmtime(when or time.time())) / f"{event_id}{suffix}"
 
+    def prune_if_due(self) -> int:
+        """:meth:`prune` if the last run is ``prune_interval_s`` or more ago (the first call always
+        runs); returns how many files were deleted."""
+        if time.monotonic() - self._last_prune < self.prune_interval_s:
+            return 0
+        return self.prune()
+
     def prune(self, now: float | None = None) -> int:
         """Delete media (snapshots, and the event clips of :mod:`pipeline.event_clips` kept under the
         same root) older than the age limit, then the oldest while over the size limit, and the date
         folders left empty. Thread-safe (the clip writer prunes too). Returns how many files were deleted."""
         with self._prune_lock:
+            self._last_prune = time.monotonic()
             return prune_media(self.root, self.max_age_s, self.max_bytes, now)
 
 

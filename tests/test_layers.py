@@ -152,3 +152,14 @@ def test_daemon_and_runtimes_import_without_heavy_packages(layer_max):
             "assert not bad, bad\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_reader_processes_import_only_what_they_need():
+    """`sarde run` spawns its readers, and each re-imports the `sarde` script, i.e. `pipeline.cli`,
+    as its __main__: that and the reader module must not pull in pydantic, onnxruntime or scipy."""
+    code = ("import sys, pipeline.cli, pipeline.readers; "
+            "print(sorted(m for m in ('pydantic', 'onnxruntime', 'scipy', 'torch', 'fastapi') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

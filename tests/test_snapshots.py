@@ -150,3 +150,15 @@ def test_a_clip_that_cannot_be_written_is_counted_and_the_recorder_goes_on(tmp_p
     assert metrics.clip_errors._value.get() == 1 and not path.with_name("a" * 32 + ".mp4").exists()
     assert rec.written == [path] and len(_frames(path)) == 2 + 4
     assert metrics.clips.labels("good")._value.get() == 1
+
+
+def test_writes_run_the_retention_at_most_once_per_interval(tmp_path):
+    """Retention lists the whole media folder: a write runs it only when it is due."""
+    img = np.random.default_rng(2).integers(0, 255, (368, 432, 3), np.uint8)
+    w = SnapshotWriter(tmp_path / "media", retention_days=None, max_bytes=1, prune_interval_s=3600)
+    first = w.save("cam1", "1" * 32, img)  # the first write prunes: over the 1-byte cap, it goes
+    second = w.save("cam1", "2" * 32, img)  # within the hour: kept until the next due run
+    assert not first.exists() and second.exists()
+    w.prune_interval_s = 0
+    third = w.save("cam1", "3" * 32, img)
+    assert not second.exists() and not third.exists()
