@@ -97,14 +97,12 @@ def match_persons(a: np.ndarray, b: np.ndarray, match_px: float) -> tuple[list[t
     return pairs, [dists[p] for p in pairs]
 
 
-def _disagreement(fp32, other, frames, decoder, match_px: float, transform=None) -> dict:
-    """Persons and joints of ``other`` (on ``transform(frames)``) against ``fp32`` (on ``frames``)."""
+def _disagreement(base: list[np.ndarray], other, frames, decoder, match_px: float) -> dict:
+    """Persons and joints ``other`` finds on ``frames`` against ``base`` (the FP32 persons of each frame)."""
     n_a = n_b = n_m = 0
     errors: list[np.ndarray] = []
-    for frame in frames:
-        x = frame[None]
-        a = decoder.decode(fp32.raw(x)[0])
-        b = decoder.decode(other.raw(x if transform is None else transform(x))[0])
+    for a, frame in zip(base, frames):
+        b = decoder.decode(other.raw(frame[None])[0])
         pairs, d = match_persons(a, b, match_px)
         n_a, n_b, n_m = n_a + len(a), n_b + len(b), n_m + len(pairs)
         errors += d
@@ -141,8 +139,9 @@ def gate(fp32, int8, frames: list[np.ndarray], decoder, thresholds: GateThreshol
         frames re-encoded as JPEG at quality 90 (``persons_int8`` there counts the re-encoded frames'
         persons), the disagreement an imperceptible re-compression causes, to read the INT8 figures by.
     """
-    figures = _disagreement(fp32, int8, frames, decoder, thresholds.match_px)
-    reference = _disagreement(fp32, fp32, frames, decoder, thresholds.match_px, transform=_jpeg90)
+    base = [decoder.decode(fp32.raw(f[None])[0]) for f in frames]  # the FP32 persons, decoded once
+    figures = _disagreement(base, int8, frames, decoder, thresholds.match_px)
+    reference = _disagreement(base, fp32, [_jpeg90(f[None])[0] for f in frames], decoder, thresholds.match_px)
     return {**figures, **verdict(figures, thresholds), "reference_jpeg90": reference}
 
 
