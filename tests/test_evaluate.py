@@ -19,7 +19,8 @@ from engines.sarde.metrics import classification_metrics, heldout_metrics  # noq
 from engines.sarde.protocols import daemon_window  # noqa: E402
 from engines.sarde.recipes import EXPERIMENTS, build_recipe  # noqa: E402
 from engines.sarde.losses import mse_depth_loss, multitask_loss  # noqa: E402
-from engines.sarde.models import InceptionDepthGCN, SardeNet, build_model  # noqa: E402
+from engines.sarde.architectures import build_model  # noqa: E402
+from engines.sarde.models import InceptionDepthGCN, SardeNet  # noqa: E402
 from engines.skeleton import normalize_keypoints, to_window  # noqa: E402
 
 SHARED = Path(os.environ.get("SARDE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))

@@ -27,7 +27,7 @@ LAYERS = {
     "engines.datasets": 1,
     "engines.runtime": 2, "engines.trt": 2, "engines.trt_build": 2, "engines.detector": 2, "engines.pose": 2,
     "engines.recognizer": 2,
-    "engines.sarde": 3, "export": 3,
+    "engines.sarde": 3, "engines.seeds": 3, "export": 3,
     "pipeline": 4,
 }
 #: third-party packages the daemon and the runtimes must not need at import time.

@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
-from engines.sarde.models import build_model  # noqa: E402
+from engines.sarde.architectures import build_model  # noqa: E402
 from engines.manifest import read_manifest, sha256_file  # noqa: E402
 from engines.runtime import create_session  # noqa: E402
 

@@ -4,6 +4,7 @@
   the log10 domain, over the joints that have ground truth, per sample.
 * :func:`recognition_loss`: Eq. 6 (garbled in print) read as standard cross-entropy.
 * :func:`mse_depth_loss`: plain MSE in metres, the ablation baseline of Table 3 ("SI vs MSE").
+* :func:`huber_depth_loss`: Huber in metres, Pham et al.'s lifter loss (seed 001).
 * :func:`multitask_loss`: Eq. 3, ``L = α L_I + (1 - α) L_II``, each term averaged over the samples
   that carry its supervision (depth ground truth / a class label).
 """
@@ -57,8 +58,25 @@ def mse_depth_loss(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tens
     return sq.sum(dim=1) / count.clamp(min=1).to(pred.dtype), count > 0
 
 
+def huber_depth_loss(pred: torch.Tensor, target: torch.Tensor, delta: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample Huber (smooth-L1) depth error over joints with ground truth (target > 0): the
+    loss of Pham et al.'s lifting network (seed 001, Sec. 3.1). ``delta`` is in metres (quadratic
+    below it, linear above).
+
+    Args and returns as :func:`scale_invariant_depth_loss`.
+    """
+    n = pred.shape[0]
+    pred = pred.reshape(n, -1)
+    target = target.reshape(n, -1)
+    valid = target > 0
+    err = F.huber_loss(pred, torch.where(valid, target, pred.detach()), reduction="none", delta=delta)
+    count = valid.sum(dim=1)
+    return torch.where(valid, err, 0.0).sum(dim=1) / count.clamp(min=1).to(pred.dtype), count > 0
+
+
 #: Depth losses by recipe name (``train.depth_loss``).
-DEPTH_LOSSES = {"scale_invariant": scale_invariant_depth_loss, "mse": lambda p, t, lam=LAMBDA: mse_depth_loss(p, t)}
+DEPTH_LOSSES = {"scale_invariant": scale_invariant_depth_loss, "mse": lambda p, t, lam=LAMBDA: mse_depth_loss(p, t),
+                "huber": lambda p, t, lam=LAMBDA: huber_depth_loss(p, t)}
 
 
 def recognition_loss(logits: torch.Tensor, labels: torch.Tensor,

@@ -9,7 +9,7 @@ about 40 % faster in onnxruntime (``FIELD-NOTES.md``).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -265,6 +265,20 @@ class STGCN(nn.Module):
         return self.fc(num / den)
 
 
+class RecognizerFactory(Protocol):
+    """Builds a recogniser back end for :class:`SardeNet` (ST-GCN, or a seed model of ``engines.seeds``).
+
+    Called as ``factory(in_channels, num_classes, num_persons, channels)``; the module it returns
+    maps ``x`` ``(N*M, C, T, V)`` (channels named by ``channels``: ``x``, ``y`` in the window's
+    normalised frame coordinates, ``depth`` in metres, ``score`` in [0, 1]; 0 where a joint is
+    missing) and ``mask`` ``(N*M, 1, T, 1)`` (1 where the person has a skeleton) to logits
+    ``(N, K)``, and has ``time_stride``: training crops windows to their skeletons at multiples of
+    it, and the logits must not change under such a crop.
+    """
+
+    def __call__(self, in_channels: int, num_classes: int, num_persons: int, channels: tuple[str, ...]) -> nn.Module: ...
+
+
 class SardeNet(nn.Module):
     """Fused SARDE graph: depth GCN -> (x, y, depth[, score]) -> ST-GCN (Sec. 3, Fig. 5).
 
@@ -292,6 +306,10 @@ class SardeNet(nn.Module):
             role of pyskl's / PoseC3D's subject-centred crop). Computed inside the graph, so the
             daemon's windows and the exported model need no change. The depth net always sees the
             frame coordinates (metric depth needs the apparent size).
+        recognizer: a :class:`RecognizerFactory` for another back end than ST-GCN (``blocks`` and
+            ``dropout`` then do not apply; ``engines.sarde.architectures`` builds them from a recipe).
+        depth_factory: builds another depth network than ``depth_net`` (e.g. Pham et al.'s lifter);
+            it maps ``(B, 2, T, V)`` to ``(B, T, V)`` metres like :class:`DepthGCN`.
 
     Shape:
         input ``(N, 3, T, V, M)``: channels (x, y, score) from ``engines.skeleton`` (score 0 =
@@ -304,7 +322,8 @@ class SardeNet(nn.Module):
                  skip: int = 1, blocks: Sequence[Sequence[int]] = STGCN_BLOCKS, dropout: float = 0.0,
                  use_score: bool = False, num_persons: int = 2, depth_net: str = "series",
                  inception_blocks: int = 3, depth_mode: str = "estimated", depth_input: str = "absolute",
-                 recognizer_input: str = "frame"):
+                 recognizer_input: str = "frame", recognizer: RecognizerFactory | None = None,
+                 depth_factory: Callable[[], nn.Module] | None = None):
         super().__init__()
         if recognizer_input not in ("frame", "person"):
             raise ValueError(f"recognizer_input must be frame or person, got {recognizer_input!r}")
@@ -322,12 +341,20 @@ class SardeNet(nn.Module):
         self.depth_mode = depth_mode
         self.depth_net: nn.Module | None = None
         if depth_mode == "estimated":
-            if depth_net == "series":
+            if depth_factory is not None:
+                self.depth_net = depth_factory()
+            elif depth_net == "series":
                 self.depth_net = DepthGCN(depth_channels, depth_width, skip, adjacency=a)
             else:
                 self.depth_net = InceptionDepthGCN(inception_blocks, depth_width, skip, adjacency=a)
-        in_channels = (2 if depth_mode == "none" else 3) + (1 if use_score else 0)
-        self.recognizer = STGCN(in_channels, num_classes, blocks, num_persons, dropout, adjacency=a)
+        channels = ("x", "y") + (() if depth_mode == "none" else ("depth",)) + (("score",) if use_score else ())
+        #: names of the recogniser's input channels, in order (``x``, ``y``[, ``depth``][, ``score``])
+        self.channels: tuple[str, ...] = channels
+        self.num_classes = num_classes
+        if recognizer is None:
+            self.recognizer = STGCN(len(channels), num_classes, blocks, num_persons, dropout, adjacency=a)
+        else:
+            self.recognizer = recognizer(len(channels), num_classes, num_persons, channels)
 
     @property
     def estimates_depth(self) -> bool:
@@ -397,23 +424,3 @@ class SardeNet(nn.Module):
     def forward(self, x: torch.Tensor, depth_in: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         logits, depth = self.logits(x, depth_in)
         return torch.softmax(logits, dim=1), depth
-
-
-def build_model(config: dict, num_classes: int) -> SardeNet:
-    """Build :class:`SardeNet` from a recipe's ``model`` section (keys: ``depth_width``,
-    ``depth_channels``, ``skip``, ``blocks``, ``dropout``, ``use_score``, ``num_persons``,
-    ``depth_net``, ``inception_blocks``, ``depth_mode``, ``depth_input``, ``recognizer_input``).
-
-    Raises:
-        ValueError: on an unknown key or value."""
-    known = {"depth_width", "depth_channels", "skip", "blocks", "dropout", "use_score", "num_persons",
-             "depth_net", "inception_blocks", "depth_mode", "depth_input", "recognizer_input"}
-    unknown = set(config) - known
-    if unknown:
-        raise ValueError(f"unknown model settings: {sorted(unknown)}")
-    kwargs = dict(config)
-    if "blocks" in kwargs:
-        kwargs["blocks"] = tuple(tuple(int(v) for v in b) for b in kwargs["blocks"])
-    if "depth_channels" in kwargs:
-        kwargs["depth_channels"] = tuple(int(c) for c in kwargs["depth_channels"])
-    return SardeNet(num_classes, **kwargs)

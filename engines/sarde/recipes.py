@@ -105,7 +105,7 @@ def check_recipe_keys(recipe: dict, kind: str = "datasets") -> None:
     import torch
 
     from engines.sarde.data import Augment
-    from engines.sarde.models import build_model
+    from engines.sarde.architectures import build_model
 
     top, sections = SCHEMAS[kind]
     unknown = set(recipe) - top

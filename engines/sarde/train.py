@@ -33,7 +33,8 @@ from engines.sarde.data import Augment, WindowDataset, collate, make_window
 from engines.sarde.datasets import DatasetSplit, RecipeError, data_labels, load_datasets
 from engines.sarde.losses import DEPTH_LOSSES, multitask_loss
 from engines.sarde.metrics import depth_summary, heldout_metrics
-from engines.sarde.models import SardeNet, build_model
+from engines.sarde.architectures import build_model
+from engines.sarde.models import SardeNet
 from engines.sarde.predict import predict
 from engines.sarde.recipes import DEFAULT_RECIPE, OTHER, ROOT, check_recipe_keys, load_recipe, window_settings
 
@@ -173,7 +174,7 @@ def fit(model: SardeNet, train_set, recipe: dict, device: str = "cpu", seed: int
                                                 pct_start=float(cfg.get("warmup", 0.15)))
     alpha, lam = float(cfg.get("alpha", 0.97)), float(cfg.get("lambda", 0.5))
     depth_loss = str(cfg.get("depth_loss", "scale_invariant"))
-    class_weights = balanced_class_weights(train_set, model.recognizer.fc.out_features, device) if cfg.get("class_balance") else None
+    class_weights = balanced_class_weights(train_set, model.num_classes, device) if cfg.get("class_balance") else None
     gen = torch.Generator().manual_seed(seed)
     history, step, first_epoch = [], 0, 0
     resume = Path(checkpoint_dir) / "resume.pt" if checkpoint_dir is not None else None
