@@ -528,3 +528,25 @@ def main(cfg: Config, out: Path | None, repeats: int, cameras: tuple[int, ...], 
         out.write_text(json.dumps(result, indent=2))
         print(f"wrote {out}")
     return 0
+
+
+def main_models(cfg: Config, out: Path | None, variants: tuple[str, ...], repeats: int,
+                batches: tuple[int, ...] = (1, 8)) -> int:
+    """``sarde bench --models``: the recogniser architectures side by side (:func:`export.compare.compare_models`),
+    timed on the config's default model's real windows when it exists."""
+    from export.compare import DEFAULT_VARIANTS, compare_models, format_comparison
+    from pipeline.assets import StartupError, recognizer_manifest
+
+    try:
+        manifest = recognizer_manifest(cfg)
+    except StartupError:  # no model: synthetic windows
+        manifest = None
+    result = {"machine": machine_info(),
+              "models": compare_models(variants or DEFAULT_VARIANTS, repeats=repeats, batches=batches,
+                                       manifest_path=manifest, threads=cfg.recognizer.intra_op_threads)}
+    print(format_comparison(result["models"]))
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+        print(f"wrote {out}")
+    return 0

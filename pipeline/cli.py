@@ -177,6 +177,10 @@ def cmd_bench(args) -> int:
     cams = tuple(int(c) for c in args.cameras.split(",") if c.strip())
     batches = tuple(int(b) for b in args.batches.split(",") if b.strip())
     backends = tuple(b.strip() for b in args.backends.split(",") if b.strip()) if args.backends else None
+    if args.models is not None:
+        from pipeline.bench import main_models
+        variants = tuple(v.strip() for v in args.models.split(",") if v.strip())
+        return main_models(_resolved(cfg, args), Path(args.out) if args.out else None, variants, args.repeats, batches)
     return bench_main(_resolved(cfg, args), Path(args.out) if args.out else None, args.repeats, cams, args.frames, batches, backends)
 
 
@@ -266,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--batches", default="1,8,32", help="fused-graph batch sizes, comma-separated (default 1,8,32)")
     sp.add_argument("--backends", default=None,
                     help="only these fused-graph backends, e.g. torch_eager_cpu,onnxruntime_cpu (default: every available)")
+    sp.add_argument("--models", nargs="?", const="", default=None, metavar="VARIANTS",
+                    help="only compare recogniser architectures (params, FLOPs, windows/s): comma-separated variants of "
+                         "configs/experiments/variants.yaml (default: SARDE series, 2d and the four seed models)")
     sp.set_defaults(func=cmd_bench)
     return p
 
