@@ -47,7 +47,7 @@ def load_checkpoint(checkpoint: str | Path):
     """
     import torch
 
-    from engines.sarde.models import build_model
+    from engines.sarde.architectures import build_model
 
     checkpoint = Path(checkpoint)
     info = json.loads((checkpoint.parent / "model.json").read_text(encoding="utf-8"))
@@ -81,6 +81,7 @@ def export_sarde(checkpoint: str | Path, out_dir: str | Path, parity_windows: np
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model, info = load_checkpoint(checkpoint)
+    model_cfg = info["recipe"].get("model") or {}
     window = info["recipe"].get("window", {})
     t, m = int(window.get("num_frames", 150)), int(window.get("num_persons", 2))
     v = 18
@@ -145,6 +146,10 @@ def export_sarde(checkpoint: str | Path, out_dir: str | Path, parity_windows: np
                    "tolerance": PARITY_TOLERANCE, **parity},
         "opset": OPSET,
         "recipe_name": info["recipe"].get("name"),
+        # the back end behind the depth front end (engines.sarde.architectures): stgcn (SARDE) or a seed model
+        "architecture": {"recognizer": str(model_cfg.get("recognizer", "stgcn")),
+                         "depth_net": str(model_cfg.get("depth_net", "series")) if model.estimates_depth else None,
+                         "head": dict(model_cfg.get("head") or {})},
         "train_seconds": info.get("train_seconds"),
     }
     versions = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,

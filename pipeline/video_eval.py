@@ -170,10 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=0, help="cross-validate the first clip list in K folds by group")
     parser.add_argument("--cv-dataset", default="fightsurv", help="recipe dataset trained without the held-out groups")
     parser.add_argument("--model", type=Path, help="recogniser manifest (default: the default model)")
+    parser.add_argument("--recipe", type=Path, help="training recipe of the model (and of every fold) instead of "
+                        "configs/models/sarde-default.yaml, e.g. one with another model.recognizer")
     parser.add_argument("--out", type=Path, default=Path("runs/video_eval"))
     args = parser.parse_args(argv)
     cfg = load_config_or_default(args.config)
-    full = args.model or default_model(cfg)
+    full = args.model or default_model(cfg, recipe_path=args.recipe)
     recognizer = Recognizer(full, providers=["cpu"])
     labels = recognizer.labels
     report: dict = {"config": str(args.config or "default"), "lists": {}}
@@ -186,12 +188,12 @@ def main(argv: list[str] | None = None) -> int:
             for k, groups in enumerate(folds):
                 held = [c for c in clips if c.group in set(groups)]
                 log.info("fold %d/%d: %d groups, %d clips held out", k + 1, len(folds), len(groups), len(held))
-                manifest = default_model(cfg, exclude_groups={args.cv_dataset: groups})
+                manifest = default_model(cfg, exclude_groups={args.cv_dataset: groups}, recipe_path=args.recipe)
                 res = run_clips(cfg, held, manifest)
                 results.update(res)
                 fold_scores.append(score(held, res, labels))
                 _write_partial(args.out, clip_path.stem, k + 1, folds, fold_scores, held, res)
-            part.update(model="default recipe, trained per fold without the held-out groups",
+            part.update(model=f"{args.recipe or 'default'} recipe, trained per fold without the held-out groups",
                         protocol=f"{args.folds}-fold cross-validation grouped by source", folds=fold_scores,
                         fold_groups=folds)
         else:
