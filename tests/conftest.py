@@ -109,16 +109,17 @@ def free_port():
 @pytest.fixture()
 def daemon_config(tmp_path, shared_dir: Path, artifact_cache: Path, default_model: Path):
     """A callable writing a `sarde run` config (shared paths, ipc frames endpoint in ``tmp_path``, the
-    default model, no PUB, a journal in ``tmp_path``, metrics as given) and returning its path."""
+    default model, no PUB, a journal in ``tmp_path``, metrics as given, more ``events`` keys as given
+    (``"threshold: 0.1, ..."``)) and returning its path."""
 
-    def write(metrics: str = "{enabled: false}", extra: str = "") -> Path:
+    def write(metrics: str = "{enabled: false}", extra: str = "", events: str = "") -> Path:
         path = tmp_path / "cfg.yaml"
         path.write_text(
             f"paths: {{data_dir: '{shared_dir / 'data'}', pose_model_dir: '{shared_dir / 'models' / 'pose'}', "
             f"artifact_dir: '{artifact_cache}'}}\n"
             f"transport: {{frames_endpoint: 'ipc://{tmp_path}/f.sock'}}\n"
             f"recognizer: {{model: '{default_model}'}}\n"
-            f"events: {{pub_endpoint: null, journal: '{tmp_path}/ev.db', stdout: false}}\n"
+            f"events: {{pub_endpoint: null, journal: '{tmp_path}/ev.db', stdout: false{', ' + events if events else ''}}}\n"
             f"metrics: {metrics}\n{extra}")
         return path
 

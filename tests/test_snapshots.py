@@ -63,13 +63,16 @@ def _frames(path: Path) -> list[np.ndarray]:
 
 
 def test_real_fight_start_events_carry_their_snapshot(daemon_config, shared_dir, tmp_path):
-    """A held-out real CCTV fight (fi005: the default model raises `fighting` on it): each start
-    event names a JPEG of the detector-input frame with the fighters drawn on it, and an mp4 clip
-    of the frames around it with the fighters in red."""
+    """A held-out real CCTV fight (fi005): each start event names a JPEG of the detector-input frame
+    with the fighters drawn on it, and an mp4 clip of the frames around it with the fighters in red.
+    `fighting` is the one alert label, at a threshold well under the deployed 0.6, so the test is
+    about the media whatever the trained model's margin on this clip; whether the deployed thresholds
+    raise it is ``tests/test_recognition_real.py``'s question."""
     from pipeline.journal import EventJournal
 
     media = tmp_path / "media"
-    cfg = daemon_config(extra=f"media: {{snapshot_dir: '{media}'}}\n")
+    cfg = daemon_config(extra=f"media: {{snapshot_dir: '{media}'}}\n",
+                        events="threshold: 0.1, end_threshold: 0.05, alert_labels: [fighting]")
     clip = shared_dir / "data" / "videos" / "fightsurv_dev" / "fight" / "fi005.mp4"
     r = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--config", str(cfg), "--source", str(clip),
                         "--no-progress"], capture_output=True, text=True, timeout=600, cwd=ROOT)
@@ -96,14 +99,21 @@ def test_real_fight_start_events_carry_their_snapshot(daemon_config, shared_dir,
 
 
 def test_overlay_video_of_a_real_fall(daemon_config, shared_dir, tmp_path):
-    """`sarde run --overlay DIR` on a real fall (GMDCSA24 clip 14: the default model raises `falling`
-    1.9 s into it): one mp4 per camera with a frame per processed frame, the skeleton drawn, and the
-    person marked red with the label once `falling` started. The event's clip holds exactly the
-    1-s pre-roll and 2-s post-roll, the caption on the post-roll only."""
+    """`sarde run --overlay DIR` on a real fall (GMDCSA24 clip 14): one mp4 per camera with a frame per
+    processed frame, the skeleton drawn, and the person marked red with the label once `falling`
+    started. The event's clip holds the 1-s pre-roll and the 2-s post-roll (what the stream has of
+    them), the caption on the post-roll only.
+
+    This tests the overlay and the clips, not the model's decision: `falling` is the only alert label
+    and its threshold is one that any window of a fall clears, so the test holds whatever the default
+    model's margin on this clip (the model trained on another CPU kind stayed under the deployed 0.6
+    here). Whether the deployed thresholds raise `falling` on the GMDCSA24 falls is
+    ``tests/test_recognition_real.py``'s question."""
     from pipeline.journal import EventJournal
 
     media = tmp_path / "media"
-    cfg = daemon_config(extra=f"media: {{snapshot_dir: '{media}', clip_pre_s: 1.0, clip_post_s: 2.0}}\n")
+    cfg = daemon_config(extra=f"media: {{snapshot_dir: '{media}', clip_pre_s: 1.0, clip_post_s: 2.0}}\n",
+                        events="threshold: 0.02, end_threshold: 0.01, alert_labels: [falling]")
     clip = shared_dir / "data" / "videos" / "gmdcsa24_s1" / "Fall" / "14.mp4"
     r = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--config", str(cfg), "--source", str(clip),
                         "--overlay", str(tmp_path / "overlay"), "--no-progress"],
@@ -114,14 +124,16 @@ def test_overlay_video_of_a_real_fall(daemon_config, shared_dir, tmp_path):
     assert len(frames) >= 70 and frames[0].shape == (368, 432, 3)  # 5 s decimated to 15 fps
     assert sum((np.abs(f.astype(int) - 160) < 12).all(-1).sum() > 50 for f in frames) > len(frames) // 2  # grey skeletons
     starts = [e for _, e in EventJournal(tmp_path / "ev.db").read() if e.phase == "start"]
-    assert [e.label for e in starts] == ["falling"]
+    assert starts and {e.label for e in starts} == {"falling"}  # a new track group (a second, brief track) starts anew
     first = starts[0].window.end_frame  # the frame that completed the window which started it (15 fps clip: 1:1)
+    assert 10 <= first < len(frames)  # a window needs min_frames = 10 tracked frames
     red = [_reds(f) > 30 for f in frames]  # mp4v blurs colours a little
     assert not any(red[:first]) and sum(red[first:]) >= 3  # red only while the action is open
     clip = _frames(Path(starts[0].clip))
-    assert len(clip) == 15 + 30  # 1 s before, 2 s after, at 15 fps (the stream has more on both sides)
+    pre, post = min(15, first), min(30, len(frames) - first)  # 1 s before, 2 s after, at 15 fps
+    assert len(clip) == pre + post, (first, len(frames), len(clip))
     banner = [int((f[4:20, 4:90] > 200).all(-1).sum()) for f in clip]  # white caption text on black
-    assert max(banner[:15]) < 5 and min(banner[15:]) > 40, banner
+    assert max(banner[:pre]) < 5 and min(banner[pre:]) > 40, banner
 
 
 def test_a_clip_that_cannot_be_written_is_counted_and_the_recorder_goes_on(tmp_path):
