@@ -124,3 +124,52 @@ def daemon_config(tmp_path, shared_dir: Path, artifact_cache: Path, default_mode
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def real_training_batch(shared_dir: Path):
+    """A callable ``(crop_stride) -> (labels, batch)``: one training batch of real windows for the
+    models' "learns on real windows" tests, built by the training layer's own ``WindowDataset`` and
+    ``collate``: 12 SBU sequences of set s01s02 (2D only, their own 8 labels) and MSR Action3D actions
+    1-2 of subject 1 (with their Kinect depth, as ``other``); 9 labels."""
+    torch = pytest.importorskip("torch")
+    from engines.datasets.msr import load_msr_action3d
+    from engines.datasets.sbu import load_sbu
+    from engines.sarde.data import WindowDataset, collate
+
+    data = shared_dir / "data"
+    sbu = load_sbu(data, sets=("s01s02",))[:12]
+    msr = load_msr_action3d(data, actions=(1, 2), subjects=(1,))
+    labels = ["approaching", "departing", "kicking", "punching", "pushing", "hugging", "shaking_hands",
+              "exchanging", "other"]
+    ds = torch.utils.data.ConcatDataset([
+        WindowDataset(sbu, labels, use_depth=False),
+        WindowDataset(msr, labels, {s.label: "other" for s in msr}, use_depth=True)])
+
+    def make(crop_stride: int = 1):
+        return labels, collate([ds[i] for i in range(len(ds))], crop_stride=crop_stride)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def fit_steps():
+    """A callable ``(net, batch, steps=12, **loss_kwargs) -> [(loss, parts)]``: Adam (lr 3e-3) steps of
+    ``net`` on ``batch`` with the training loss (``engines.sarde.losses.multitask_loss``, Eq. 3),
+    after ``torch.manual_seed(0)`` has been set by the caller before building ``net``."""
+    torch = pytest.importorskip("torch")
+    from engines.sarde.losses import multitask_loss
+
+    def run(net, batch, steps: int = 12, **loss_kwargs):
+        opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+        out = []
+        for _ in range(steps):
+            logits, depth = net.logits(batch["window"])
+            loss, parts = multitask_loss(logits, depth, batch["label"], batch["depth"], **loss_kwargs)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            out.append((float(loss.detach()), parts))
+        return out
+
+    return run

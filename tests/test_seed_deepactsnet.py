@@ -193,29 +193,10 @@ def test_onnx_parity_batch_1_and_4(tmp_path):
 
 
 @needs_data
-def test_training_steps_reduce_loss_on_real_windows():
-    from engines.datasets.msr import load_msr_action3d
-    from engines.datasets.sbu import load_sbu
-    from engines.sarde.data import WindowDataset, collate
-    from engines.sarde.losses import multitask_loss
-
-    sbu = load_sbu(DATA, sets=("s01s02",))[:12]
-    msr = load_msr_action3d(DATA, actions=(1, 2), subjects=(1,))
-    labels = ["approaching", "departing", "kicking", "punching", "pushing", "hugging", "shaking_hands",
-              "exchanging", "other"]
-    ds = torch.utils.data.ConcatDataset([
-        WindowDataset(sbu, labels, use_depth=False),
-        WindowDataset(msr, labels, {s.label: "other" for s in msr}, use_depth=True)])
-    batch = collate([ds[i] for i in range(len(ds))], crop_stride=1)
+def test_training_steps_reduce_loss_on_real_windows(real_training_batch, fit_steps):
+    labels, batch = real_training_batch()
     torch.manual_seed(0)
     net = build_model(SMALL, len(labels))
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(12):
-        logits, depth = net.logits(batch["window"])
-        loss, _ = multitask_loss(logits, depth, batch["label"], batch["depth"])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    steps = fit_steps(net, batch)
+    losses = [loss for loss, _ in steps]
     assert losses[-1] < 0.7 * losses[0]

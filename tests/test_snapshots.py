@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from pipeline.snapshots import LastFrame, SnapshotWriter, draw_overlay
 
