@@ -58,7 +58,7 @@ def reader_settings(cfg: Config, src: SourceConfig, input_size: tuple[int, int],
     max_fps = src.max_fps if src.max_fps is not None else cfg.recognizer.fps
     return ReaderSettings(
         camera=src.name, url=url, kind=kind, lossless=lossless, loop=src.loop, max_fps=max_fps,
-        input_size=tuple(input_size), endpoint=cfg.transport.frames_endpoint, sndhwm=cfg.transport.sndhwm,
+        input_size=tuple(input_size), clahe_clip=cfg.detector.clahe_clip, endpoint=cfg.transport.frames_endpoint, sndhwm=cfg.transport.sndhwm,
         open_timeout_ms=src.open_timeout_ms, read_timeout_ms=src.read_timeout_ms,
         backoff_initial_s=src.backoff_initial_s, backoff_max_s=src.backoff_max_s,
         curve=client_curve(cfg, cfg.transport.frames_endpoint), session=session,

@@ -43,6 +43,7 @@ DEFAULT_CANDIDATES: tuple[str, ...] = (
     "pinto_mobilenetv2_pose/posttraing_quantization_mobilenet_v2_pose_dm14_368_432_weight_quant.tflite#parts=3,score=0.25",
     "pinto_mobilenetv2_pose/posttraing_quantization_mobilenet_v2_pose_dm10_368_432_weight_quant.tflite#parts=3,score=0.25",
     "tf_pose_mobilenet_v2_small/graph_opt.pb@656x368#parts=3,score=0.25",
+    "pinto_mobilenetv2_pose/posttraing_quantization_mobilenet_v2_pose_dm10_368_432_weight_quant.tflite#parts=3,score=0.25,clahe=2",
 )
 NTU_CLIP = "S001C001P001R001A001"
 #: COCO-18 body joints the NTU comparison uses (no eyes/ears: Kinect has none).
@@ -52,6 +53,9 @@ BODY13 = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)
 #: Decoder settings a candidate may override after ``#``: ``parts`` (min_parts), ``score``
 #: (min_person_score), ``peak`` (peak_threshold), ``paf`` (paf_threshold).
 DECODER_KEYS = {"parts": "min_parts", "score": "min_person_score", "peak": "peak_threshold", "paf": "paf_threshold"}
+#: Reader settings a candidate may override after ``#``: ``clahe`` (detector.clahe_clip, CLAHE clip
+#: limit of :mod:`engines.contrast`; 0 = off).
+READER_KEYS = {"clahe": "clahe_clip"}
 
 
 def parse_candidate(text: str) -> tuple[str, tuple[int, int] | None, dict]:
@@ -65,9 +69,10 @@ def parse_candidate(text: str) -> tuple[str, tuple[int, int] | None, dict]:
     overrides = {}
     for item in filter(None, dec.split(",")):
         key, _, value = item.partition("=")
-        if key not in DECODER_KEYS:
-            raise ValueError(f"candidate {text}: unknown decoder key {key!r}; one of {sorted(DECODER_KEYS)}")
-        overrides[DECODER_KEYS[key]] = int(value) if key == "parts" else float(value)
+        keys = {**DECODER_KEYS, **READER_KEYS}
+        if key not in keys:
+            raise ValueError(f"candidate {text}: unknown key {key!r}; one of {sorted(keys)}")
+        overrides[keys[key]] = int(value) if key == "parts" else float(value)
     if "@" not in text:
         return text, None, overrides
     path, size = text.rsplit("@", 1)
@@ -119,7 +124,7 @@ class _Counter:
                 "persons_per_frame": float(c.mean())}
 
 
-def evaluate_candidate(detector, data_dir: Path, fps: float = 15.0, every: int = 3) -> dict:
+def evaluate_candidate(detector, data_dir: Path, fps: float = 15.0, every: int = 3, clahe_clip: float = 0.0) -> dict:
     """Run one detector over the shared footage; returns the figures of the module docstring.
 
     Args:
@@ -127,15 +132,19 @@ def evaluate_candidate(detector, data_dir: Path, fps: float = 15.0, every: int =
         data_dir: the shared data folder (``videos/...`` and ``skeletons/ntu_sample``).
         fps: decimation rate before sampling (the model frame rate).
         every: keep every ``every``-th decimated frame.
+        clahe_clip: the readers' contrast normalisation (``detector.clahe_clip``; 0 = off).
     """
+    from engines.contrast import equalize_contrast
     from engines.datasets.ntu import read_ntu_skeleton
-    from engines.letterbox import letterbox, unletterbox
+    from engines.letterbox import letterbox, letterbox_geometry, unletterbox
 
     size = detector.input_size
     times: list[float] = []
 
     def detect(frame):
         boxed, scale, pad = letterbox(frame, size)
+        if clahe_clip > 0:  # as pipeline.readers does
+            equalize_contrast(boxed, pad, letterbox_geometry((frame.shape[1], frame.shape[0]), size)[1], clahe_clip)
         t0 = time.perf_counter()
         raw = detector.raw(boxed[None])
         times.append(time.perf_counter() - t0)
@@ -183,6 +192,7 @@ def _load_detector(cfg: Config, candidate: str):
     from pipeline.assets import ensure_detector
 
     weights, size, overrides = parse_candidate(candidate)
+    overrides = {k: v for k, v in overrides.items() if k not in READER_KEYS.values()}
     manifest = ensure_detector(cfg, weights, size)
     d = cfg.detector
     settings = dict(peak_threshold=d.peak_threshold, paf_threshold=d.paf_threshold, min_parts=d.min_parts,
@@ -213,17 +223,18 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="sarde eval detector", description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, help="YAML config (paths, decoder thresholds)")
-    parser.add_argument("--candidates", default=",".join(DEFAULT_CANDIDATES),
-                        help="comma-separated WEIGHTS[@WxH] relative to paths.pose_model_dir")
+    parser.add_argument("--candidates", default=";".join(DEFAULT_CANDIDATES),
+                        help="semicolon-separated WEIGHTS[@WxH][#key=value,...] relative to paths.pose_model_dir")
     parser.add_argument("--every", type=int, default=3, help="keep every K-th frame after decimation to 15 fps")
     parser.add_argument("--out", type=Path, default=Path("runs/detector_eval"), help="folder for results.json / results.md")
     args = parser.parse_args(argv)
     cfg = load_config_or_default(args.config)
     results = {}
-    for cand in [c.strip() for c in args.candidates.split(",") if c.strip()]:
+    for cand in [c.strip() for c in args.candidates.split(";") if c.strip()]:
         log.info("evaluating detector %s", cand)
         det = _load_detector(cfg, cand)
-        results[cand] = evaluate_candidate(det, cfg.paths.data_dir, cfg.recognizer.fps, args.every)
+        clahe = parse_candidate(cand)[2].get("clahe_clip", cfg.detector.clahe_clip)
+        results[cand] = evaluate_candidate(det, cfg.paths.data_dir, cfg.recognizer.fps, args.every, clahe)
         log.info("%s: %s", cand, json.dumps(results[cand]))
     write_results(args.out, results, render_markdown(results))
     return 0

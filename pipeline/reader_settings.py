@@ -23,6 +23,7 @@ class ReaderSettings:
         url: file path, network URL (``rtsp://user:pass@host/path``), device index or ``/dev/videoN``.
         endpoint: ZeroMQ endpoint to PUSH-connect to (``ipc://...`` or ``tcp://host:port``).
         input_size: detector input ``(W, H)``, pixels; frames are letterboxed to it.
+        clahe_clip: CLAHE clip limit applied to the letterboxed picture (``engines.contrast``); 0 = off.
         kind: ``"auto"`` (see :func:`pipeline.sources.infer_kind`), ``"file"``, ``"rtsp"`` or ``"device"``.
         lossless: send every frame, blocking (default: True for files, False for live sources).
             ``False`` on a file plays it in real time like a camera (live mode).
@@ -54,6 +55,7 @@ class ReaderSettings:
     url: str | int
     endpoint: str
     input_size: tuple[int, int] = (432, 368)
+    clahe_clip: float = 0.0
     kind: str = "auto"
     lossless: bool | None = None
     loop: bool = False
@@ -83,6 +85,8 @@ class ReaderSettings:
         if len(size) != 2 or not all(16 <= a <= 4096 for a in size):
             raise ValueError(f"input_size must be (W, H) ints in [16, 4096], got {self.input_size!r}")
         object.__setattr__(self, "input_size", size)
+        if not self.clahe_clip >= 0:
+            raise ValueError(f"clahe_clip must be >= 0, got {self.clahe_clip!r}")
         if self.max_fps is not None and not self.max_fps > 0:
             raise ValueError(f"max_fps must be > 0 or None, got {self.max_fps!r}")
         if self.sndhwm < 1 or self.open_timeout_ms < 1 or self.read_timeout_ms < 1 or self.eos_linger_ms < 0:
