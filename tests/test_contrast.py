@@ -62,7 +62,7 @@ def test_clahe_finds_more_pairs_on_real_fight_clips(shared_dir, detector_onnx):
             content = letterbox_geometry((frame.shape[1], frame.shape[0]), det.input_size)[1]
             equalize_contrast(image, pad, content, clip_limit)
             pairs[clip_limit] += len(det.infer(image[None])[0]) >= 2
-    assert pairs[2.0] >= 1.1 * pairs[0.0], pairs
+    assert pairs[2.0] >= 1.1 * pairs[0.0], pairs  # 2-core AMD VM: 54 -> 70 of 128 frames
 
 
 def test_the_config_reaches_the_readers(shared_dir, tmp_path):
