@@ -13,10 +13,19 @@ training recordings, the daemon and ``sarde eval detector`` see the same pixels.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import cv2
 import numpy as np
 
-__all__ = ["equalize_contrast"]
+from engines.letterbox import letterbox, letterbox_geometry
+
+__all__ = ["equalize_contrast", "letterbox_equalized"]
+
+
+@lru_cache(maxsize=8)
+def _clahe(clip_limit: float, grid: int):
+    return cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=(grid, grid))
 
 
 def equalize_contrast(image: np.ndarray, pad: tuple[int, int], content_size: tuple[int, int],
@@ -49,6 +58,19 @@ def equalize_contrast(image: np.ndarray, pad: tuple[int, int], content_size: tup
         raise ValueError(f"equalize_contrast: picture {w}x{h} at {(x0, y0)} outside a {image.shape[1]}x{image.shape[0]} image")
     view = image[y0:y0 + h, x0:x0 + w]
     lab = cv2.cvtColor(view, cv2.COLOR_BGR2LAB)
-    lab[..., 0] = cv2.createCLAHE(clipLimit=float(clip_limit), tileGridSize=(grid, grid)).apply(np.ascontiguousarray(lab[..., 0]))
+    lab[..., 0] = _clahe(float(clip_limit), int(grid)).apply(np.ascontiguousarray(lab[..., 0]))
     view[...] = cv2.cvtColor(lab, cv2.COLOR_LAB2BGR)
     return image
+
+
+def letterbox_equalized(frame: np.ndarray, size: tuple[int, int], clip_limit: float) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """The detector input of one frame: :func:`engines.letterbox.letterbox`, then
+    :func:`equalize_contrast` on its picture when ``clip_limit > 0`` (what the readers send).
+
+    Returns and raises as :func:`engines.letterbox.letterbox` (``(image, scale, pad)``).
+    """
+    image, scale, pad = letterbox(frame, size)
+    if clip_limit > 0:
+        content = letterbox_geometry((frame.shape[1], frame.shape[0]), size)[1]
+        equalize_contrast(image, pad, content, clip_limit)
+    return image, scale, pad

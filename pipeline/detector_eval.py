@@ -56,6 +56,7 @@ DECODER_KEYS = {"parts": "min_parts", "score": "min_person_score", "peak": "peak
 #: Reader settings a candidate may override after ``#``: ``clahe`` (detector.clahe_clip, CLAHE clip
 #: limit of :mod:`engines.contrast`; 0 = off).
 READER_KEYS = {"clahe": "clahe_clip"}
+_CANDIDATE_KEYS = {**DECODER_KEYS, **READER_KEYS}
 
 
 def parse_candidate(text: str) -> tuple[str, tuple[int, int] | None, dict]:
@@ -69,10 +70,9 @@ def parse_candidate(text: str) -> tuple[str, tuple[int, int] | None, dict]:
     overrides = {}
     for item in filter(None, dec.split(",")):
         key, _, value = item.partition("=")
-        keys = {**DECODER_KEYS, **READER_KEYS}
-        if key not in keys:
-            raise ValueError(f"candidate {text}: unknown key {key!r}; one of {sorted(keys)}")
-        overrides[keys[key]] = int(value) if key == "parts" else float(value)
+        if key not in _CANDIDATE_KEYS:
+            raise ValueError(f"candidate {text}: unknown key {key!r}; one of {sorted(_CANDIDATE_KEYS)}")
+        overrides[_CANDIDATE_KEYS[key]] = int(value) if key == "parts" else float(value)
     if "@" not in text:
         return text, None, overrides
     path, size = text.rsplit("@", 1)
@@ -134,17 +134,15 @@ def evaluate_candidate(detector, data_dir: Path, fps: float = 15.0, every: int =
         every: keep every ``every``-th decimated frame.
         clahe_clip: the readers' contrast normalisation (``detector.clahe_clip``; 0 = off).
     """
-    from engines.contrast import equalize_contrast
+    from engines.contrast import letterbox_equalized
     from engines.datasets.ntu import read_ntu_skeleton
-    from engines.letterbox import letterbox, letterbox_geometry, unletterbox
+    from engines.letterbox import unletterbox
 
     size = detector.input_size
     times: list[float] = []
 
     def detect(frame):
-        boxed, scale, pad = letterbox(frame, size)
-        if clahe_clip > 0:  # as pipeline.readers does
-            equalize_contrast(boxed, pad, letterbox_geometry((frame.shape[1], frame.shape[0]), size)[1], clahe_clip)
+        boxed, scale, pad = letterbox_equalized(frame, size, clahe_clip)  # as pipeline.readers does
         t0 = time.perf_counter()
         raw = detector.raw(boxed[None])
         times.append(time.perf_counter() - t0)
@@ -187,19 +185,20 @@ def evaluate_candidate(detector, data_dir: Path, fps: float = 15.0, every: int =
 
 
 def _load_detector(cfg: Config, candidate: str):
+    """``(PoseDetector, clahe_clip)`` of one candidate (its overrides over the config's detector)."""
     from engines.detector import PoseDetector
     from engines.pose import PoseDecoder
     from pipeline.assets import ensure_detector
 
     weights, size, overrides = parse_candidate(candidate)
-    overrides = {k: v for k, v in overrides.items() if k not in READER_KEYS.values()}
+    clahe = overrides.pop("clahe_clip", cfg.detector.clahe_clip)
     manifest = ensure_detector(cfg, weights, size)
     d = cfg.detector
     settings = dict(peak_threshold=d.peak_threshold, paf_threshold=d.paf_threshold, min_parts=d.min_parts,
                     min_person_score=d.min_person_score)
     settings.update(overrides)
     decoder = PoseDecoder(**settings)
-    return PoseDetector(manifest, providers=["cpu"], decoder=decoder, intra_op_threads=d.intra_op_threads)
+    return PoseDetector(manifest, providers=["cpu"], decoder=decoder, intra_op_threads=d.intra_op_threads), clahe
 
 
 def render_markdown(results: dict[str, dict]) -> str:
@@ -232,8 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for cand in [c.strip() for c in args.candidates.split(";") if c.strip()]:
         log.info("evaluating detector %s", cand)
-        det = _load_detector(cfg, cand)
-        clahe = parse_candidate(cand)[2].get("clahe_clip", cfg.detector.clahe_clip)
+        det, clahe = _load_detector(cfg, cand)
         results[cand] = evaluate_candidate(det, cfg.paths.data_dir, cfg.recognizer.fps, args.every, clahe)
         log.info("%s: %s", cand, json.dumps(results[cand]))
     write_results(args.out, results, render_markdown(results))

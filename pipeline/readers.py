@@ -43,8 +43,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from engines.contrast import equalize_contrast
-from engines.letterbox import letterbox, letterbox_geometry
+from engines.contrast import letterbox_equalized
 from pipeline.capture import Capture, Decimator, FrameSlot
 from pipeline.curve import make_client
 from pipeline.reader_settings import ReaderSettings
@@ -146,10 +145,7 @@ class _Reader:
             return False
 
     def _frame_parts(self, seq: int, ts: float, frame: np.ndarray) -> list:
-        image, scale, pad = letterbox(frame, self.s.input_size)  # (H, W, 3) uint8
-        if self.s.clahe_clip > 0:
-            content = letterbox_geometry((frame.shape[1], frame.shape[0]), self.s.input_size)[1]
-            equalize_contrast(image, pad, content, self.s.clahe_clip)
+        image, scale, pad = letterbox_equalized(frame, self.s.input_size, self.s.clahe_clip)  # (H, W, 3) uint8
         self.orig_size = (int(frame.shape[1]), int(frame.shape[0]))
         self.last_scale, self.last_pad = scale, pad
         state = self.state
