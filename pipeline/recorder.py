@@ -45,22 +45,30 @@ class PoseRecorder:
                 "height": int(frame_size[1]), "persons": np.round(persons, 2).tolist(), "track_ids": ids}
         self._fh.write(json.dumps(line, separators=(",", ":")) + "\n")
 
-    def write_window(self, window) -> None:
+    def write_window(self, window, scores: np.ndarray | None = None) -> None:
         """Record which tracks and frames one window the stage built covers (``pipeline.windows.Window``).
 
         Written to the sibling file ``<path stem>.windows.jsonl``, one object a window::
 
             {"camera": "cam0", "track_ids": [3, 7], "start_frame": 100, "end_frame": 249,
-             "valid_frames": 120}
+             "valid_frames": 120, "scores": [0.91, 0.01, ...]}
 
         With the persons of the main file this rebuilds exactly the windows the daemon classified
         (``pipeline.recordings``): training data cut the way the deployed stage cuts it.
+
+        Args:
+            window: the window, as built by the stage.
+            scores: ``(K,)`` float class probabilities the recogniser gave the window, in the model's
+                label order, or ``None`` in record-only mode (then the key is absent). With them the
+                event logic can be replayed at other thresholds (``pipeline.operating_curve``).
         """
         if self._windows is None:
             self._windows = open(self.windows_path, "a", buffering=1, encoding="utf-8")
         line = {"camera": window.camera, "track_ids": [int(t) for t in window.track_ids],
                 "start_frame": int(window.start_frame), "end_frame": int(window.end_frame),
                 "valid_frames": int(window.valid_frames)}
+        if scores is not None:
+            line["scores"] = np.round(np.asarray(scores, dtype=np.float64).reshape(-1), 5).tolist()
         self._windows.write(json.dumps(line, separators=(",", ":")) + "\n")
 
     def close(self) -> None:

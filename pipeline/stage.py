@@ -464,10 +464,10 @@ class Stage:
     def _recognise(self, windows: list[Window]) -> None:
         if not windows:
             return
-        if self.recorder is not None:
-            for w in windows:
-                self.recorder.write_window(w)
         if self.recognizer is None:  # record-only stage (recognizer.model: none)
+            if self.recorder is not None:
+                for w in windows:
+                    self.recorder.write_window(w)
             return
         self.metrics.queue_depth.labels("windows").set(len(windows))
         data = np.stack([w.data for w in windows])  # (N, 3, T, V, M)
@@ -476,6 +476,8 @@ class Stage:
         self.metrics.recognizer_latency.observe(time.perf_counter() - t0)
         self.metrics.recognizer_batch.observe(len(windows))
         for w, s in zip(windows, scores):
+            if self.recorder is not None:
+                self.recorder.write_window(w, s)
             self.metrics.windows_classified.labels(w.camera).inc()
             self.windows_total += 1
             if self.s.debug_topk:

@@ -17,7 +17,10 @@ count):
 ``--folds K`` cross-validates the first clip list by its groups (source videos): for each fold the
 default recipe is trained without that fold's groups in its recordings dataset (``--cv-dataset``),
 and the fold's clips are run with that model. Other clip lists are run with the full default model
-(they are never trained on). Results: ``results.json`` and ``results.md`` under ``--out``.
+(they are never trained on). Per clip list, an **operating curve** (``pipeline.operating_curve``):
+recall and false alarms at other start thresholds, replayed from the window scores the run recorded
+(in cross-validation, each clip scored by its own fold's model). Results: ``results.json`` (with
+every clip's recorded window scores) and ``results.md`` under ``--out``.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ import numpy as np
 from engines.datasets.splits import group_folds
 from pipeline.clips import Clip, load_clip_list, write_results
 from pipeline.config import Config
+from pipeline.operating_curve import operating_curve, render_curve
 from pipeline.recordings import clips_run_config
 
 log = logging.getLogger(__name__)
@@ -46,7 +50,8 @@ def run_clips(cfg: Config, clips: list[Clip], manifest: Path) -> dict[str, dict]
     Returns:
         ``{clip_id: {"alerts": [labels started], "first_start_s": {label: clip seconds of the end of
         the first window that started it}, "frames": processed frames, "windows": classified windows,
-        "events": [event dicts]}}``.
+        "events": [event dicts], "window_scores": [the recorded windows in classification order, each
+        with its (K,) "scores"]}}`` (the last feeds ``pipeline.operating_curve``).
     """
     from pipeline.daemon import run_all
     from pipeline.journal import EventJournal
@@ -68,10 +73,13 @@ def run_clips(cfg: Config, clips: list[Clip], manifest: Path) -> dict[str, dict]
                     t0.setdefault(rec["camera"], float(rec["ts"]))
                     frames[rec["camera"]] = frames.get(rec["camera"], 0) + 1
             wpath = run.record_poses.with_name("rec.windows.jsonl")
+            scored: dict[str, list[dict]] = {n: [] for n in names}
             if wpath.is_file():
                 for line in wpath.read_text(encoding="utf-8").splitlines():
-                    cam = json.loads(line)["camera"]
-                    windows[cam] = windows.get(cam, 0) + 1
+                    rec = json.loads(line)
+                    windows[rec["camera"]] = windows.get(rec["camera"], 0) + 1
+                    if "scores" in rec:
+                        scored.setdefault(rec["camera"], []).append(rec)
             events: dict[str, list] = {n: [] for n in names}
             if run.events.journal.is_file():
                 journal = EventJournal(run.events.journal, readonly=True)
@@ -86,7 +94,8 @@ def run_clips(cfg: Config, clips: list[Clip], manifest: Path) -> dict[str, dict]
                     if ev.phase == "start" and ev.label not in started:
                         started[ev.label] = float(ev.window.end_ts) - t0.get(n, float(ev.window.end_ts))
                 out[clip.clip_id] = {"alerts": sorted(started), "first_start_s": started, "frames": frames.get(n, 0),
-                                     "windows": windows.get(n, 0), "events": [e.to_dict() for e in events.get(n, [])]}
+                                     "windows": windows.get(n, 0), "events": [e.to_dict() for e in events.get(n, [])],
+                                     "window_scores": scored.get(n, [])}
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return out
@@ -138,6 +147,8 @@ def render_markdown(report: dict) -> str:
                              f"{m['false_alarm_clips']} / {sc['quiet_clips']} | {fmt(m['precision'])} | "
                              f"{fmt(m['time_to_alert_s_median'])} |")
         lines.append("")
+        if part.get("operating_curve"):
+            lines += render_curve(part["operating_curve"])
         lines.append("| clip | expected | raised |")
         lines.append("|---|---|---|")
         for cid, r in part["clips"].items():
@@ -153,7 +164,8 @@ def _write_partial(out: Path, name: str, done: int, folds: list, fold_scores: li
     out.mkdir(parents=True, exist_ok=True)
     data = {"fold": done, "of": len(folds), "groups": folds[done - 1], "score": fold_scores[-1],
             "clips": {c.clip_id: {"expected": c.alerts, "alerts": res[c.clip_id]["alerts"],
-                                  "windows": res[c.clip_id]["windows"]} for c in held}}
+                                  "windows": res[c.clip_id]["windows"],
+                                  "window_scores": res[c.clip_id]["window_scores"]} for c in held}}
     (out / f"{name}.fold{done}.json").write_text(json.dumps(data, indent=2, sort_keys=True))
 
 
@@ -178,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     full = args.model or default_model(cfg, recipe_path=args.recipe)
     recognizer = Recognizer(full, providers=["cpu"])
     labels = recognizer.labels
+    silent = silent_labels(cfg, recognizer)
     report: dict = {"config": str(args.config or "default"), "lists": {}}
     for i, clip_path in enumerate(args.clips):
         clips = load_clip_list(clip_path, cfg.paths.data_dir)
@@ -200,11 +213,14 @@ def main(argv: list[str] | None = None) -> int:
             results = run_clips(cfg, clips, full)
             part.update(model=str(full), protocol="held out (never trained on)")
         part["overall"] = score(clips, results, labels)
+        part["operating_curve"] = operating_curve(clips, {c.clip_id: results[c.clip_id]["window_scores"] for c in clips},
+                                                  labels, cfg.events, silent)
         part["clips"] = {c.clip_id: {"expected": c.alerts, "alerts": results[c.clip_id]["alerts"],
                                      "group": c.group, "frames": results[c.clip_id]["frames"],
                                      "windows": results[c.clip_id]["windows"],
-                                     "first_start_s": results[c.clip_id]["first_start_s"]} for c in clips}
+                                     "first_start_s": results[c.clip_id]["first_start_s"],
+                                     "window_scores": results[c.clip_id]["window_scores"]} for c in clips}
         report["lists"][clip_path.stem] = part
-    report["silent_labels"] = silent_labels(cfg, recognizer)
+    report["silent_labels"] = silent
     write_results(args.out, report, render_markdown(report))
     return 0

@@ -123,3 +123,29 @@ def test_every_fall_gives_falling_and_daily_activities_stay_quiet(results):
     adl = [c for c in clips if c.clip_id.startswith("gmdcsa24_s1/ADL/")]
     assert [("falling" in res[c.clip_id]["alerts"]) for c in falls] == [True, True, True]
     assert [res[c.clip_id]["alerts"] for c in adl] == [[], []]
+
+
+def test_replayed_event_logic_gives_the_journal_alerts(cfg, results, default_model):
+    """The operating curve replays the recorded window scores through the event logic: at the deployed
+    threshold it must give exactly the alerts the daemon's journal holds, clip by clip, and a higher
+    threshold can only lose alerts."""
+    from engines.recognizer import Recognizer
+    from pipeline.daemon import silent_labels
+    from pipeline.operating_curve import operating_curve, replay_alerts
+
+    clips, res = results
+    recognizer = Recognizer(default_model, providers=["cpu"])
+    silent = silent_labels(cfg, recognizer)
+    ev = cfg.events
+    for c in clips:
+        r = res[c.clip_id]
+        assert len(r["window_scores"]) == r["windows"], c.clip_id  # every classified window carries its scores
+        replayed = replay_alerts(r["window_scores"], recognizer.labels, threshold=ev.threshold, end_threshold=ev.end_threshold,
+                                 smoothing=ev.smoothing, min_windows=ev.min_windows, silent=silent, pair_labels=ev.pair_labels)
+        assert replayed == r["alerts"], (c.clip_id, replayed, r["alerts"])
+    curve = operating_curve(clips, {c.clip_id: res[c.clip_id]["window_scores"] for c in clips}, recognizer.labels, ev, silent)
+    deployed = next(row for row in curve["rows"] if row["threshold"] == curve["deployed"])
+    assert deployed["quiet_with_any_alert"] == sum(1 for c in clips if not c.alerts and res[c.clip_id]["alerts"])
+    hits = [row["per_label"]["fighting"]["hits"] for row in curve["rows"]]
+    alarms = [row["quiet_with_any_alert"] for row in curve["rows"]]
+    assert hits == sorted(hits, reverse=True) and alarms == sorted(alarms, reverse=True), (hits, alarms)

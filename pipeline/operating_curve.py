@@ -1,0 +1,136 @@
+"""Operating curve of the deployed event logic: the alerts each clip raises at other start thresholds,
+replayed from the window scores the daemon recorded.
+
+An operator chooses ``events.threshold`` by a trade-off: a higher one misses more fights, a lower one
+raises more false alarms. This module measures that trade-off on labelled clips without re-running
+the detector or the recogniser. During ``sarde eval video`` the stage records every classified window
+with its ``(K,)`` scores (``pipeline.recorder``, ``<run>.windows.jsonl``). Replaying one clip's windows,
+in the order the stage classified them, through a fresh :class:`pipeline.events.EventLogic` with the
+deployed smoothing, ``min_windows``, silent labels and pair rule but another ``threshold`` gives the
+``start`` events the daemon would have emitted with that threshold: the logic is deterministic given
+the scores, and the state it drops when a track ends is keyed by track ids that never come back. At the
+deployed threshold the replay gives the journal's own alerts (``tests/test_recognition_real.py``).
+
+Which labels *start* on a clip does not depend on ``end_threshold`` (an open action of label ``a``
+only blocks a start of ``a`` itself), so the replay keeps the deployed one, capped at the threshold.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from pipeline.events import EventLogic
+
+#: Start thresholds of the curve (the deployed one is added).
+THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.30, 0.951, 0.05))
+
+
+@dataclass(frozen=True)
+class _Window:
+    """What :meth:`EventLogic.update` reads, rebuilt from one recorded window line."""
+
+    camera: str
+    track_ids: tuple[int, ...]
+    start_ts: float
+    end_ts: float
+    start_frame: int
+    end_frame: int
+
+
+def replay_alerts(windows: Sequence[dict], labels: Sequence[str], *, threshold: float, end_threshold: float,
+                  smoothing: float, min_windows: int, silent: Iterable[str], pair_labels: Iterable[str]) -> list[str]:
+    """Labels that start on one clip when its recorded windows are replayed through the event logic.
+
+    Args:
+        windows: the clip's recorded windows in classification order, each with ``track_ids``,
+            ``start_frame``, ``end_frame`` and ``scores`` (``(K,)`` probabilities, label order of
+            ``labels``); ``camera`` optional.
+        labels: the model's ``K`` labels.
+        threshold: start threshold of the replay (0..1].
+        end_threshold: the deployed end threshold (capped at ``threshold``).
+        smoothing, min_windows, silent, pair_labels: as deployed (``events.*``, ``silent_labels``).
+
+    Returns:
+        Sorted labels with at least one ``start`` event.
+
+    Raises:
+        KeyError: a window has no ``scores`` (recorded in record-only mode).
+        ValueError: scores of the wrong length, or invalid thresholds (as :class:`EventLogic`).
+    """
+    logic = EventLogic(labels, threshold=threshold, end_threshold=min(end_threshold, threshold), smoothing=smoothing,
+                       min_windows=min_windows, ignore_labels=tuple(silent), pair_labels=tuple(pair_labels))
+    started: set[str] = set()
+    for w in windows:
+        info = _Window(camera=str(w.get("camera", "")), track_ids=tuple(int(t) for t in w["track_ids"]),
+                       start_ts=float(w["start_frame"]), end_ts=float(w["end_frame"]),
+                       start_frame=int(w["start_frame"]), end_frame=int(w["end_frame"]))
+        for ev in logic.update(info, np.asarray(w["scores"], dtype=np.float64)):
+            if ev.phase == "start":
+                started.add(ev.label)
+    return sorted(started)
+
+
+def operating_curve(clips: Sequence, window_scores: dict[str, list[dict]], labels: Sequence[str], events,
+                    silent: Iterable[str], thresholds: Iterable[float] = THRESHOLDS, target_false_alarms: float = 0.10) -> dict:
+    """Clip recall and false alarms per alert label over a sweep of start thresholds.
+
+    Args:
+        clips: ``pipeline.clips.Clip`` objects (``clip_id``, ``alerts``: expected labels, empty = quiet).
+        window_scores: ``{clip_id: recorded windows}`` (``run_clips``' ``window_scores``); every clip
+            of ``clips`` must be present (a clip without windows has ``[]``).
+        labels: the model's labels; ``events``: the deployed ``cfg.events``; ``silent``: labels that
+            never alert (``pipeline.daemon.silent_labels``).
+        thresholds: start thresholds to replay; ``events.threshold`` is always added.
+        target_false_alarms: the share of quiet clips with any alert an operator accepts; the result's
+            ``at_target`` is the lowest threshold of the sweep that stays within it.
+
+    Returns:
+        ``{"thresholds": [t ...], "deployed": t, "quiet_clips": n, "rows": [{"threshold", "quiet_with_any_alert",
+        "false_alarm_rate_any", "per_label": {label: {"hits", "expected", "recall", "false_alarms"}}}],
+        "at_target": row or None, "target_false_alarms": f}``; recall is ``None`` for a label no clip expects.
+    """
+    silent = set(silent)
+    alert_labels = [label for label in labels if label not in silent]
+    grid = sorted({round(float(t), 4) for t in thresholds} | {round(float(events.threshold), 4)})
+    quiet = [c for c in clips if not c.alerts]
+    rows = []
+    for t in grid:
+        raised = {c.clip_id: replay_alerts(window_scores[c.clip_id], labels, threshold=t,
+                                           end_threshold=events.end_threshold, smoothing=events.smoothing,
+                                           min_windows=events.min_windows, silent=silent,
+                                           pair_labels=events.pair_labels) for c in clips}
+        per_label = {}
+        for label in alert_labels:
+            expect = [c for c in clips if label in c.alerts]
+            hits = sum(1 for c in expect if label in raised[c.clip_id])
+            per_label[label] = {"expected": len(expect), "hits": hits, "recall": hits / len(expect) if expect else None,
+                                "false_alarms": sum(1 for c in quiet if label in raised[c.clip_id])}
+        any_alarm = sum(1 for c in quiet if raised[c.clip_id])
+        rows.append({"threshold": t, "quiet_with_any_alert": any_alarm,
+                     "false_alarm_rate_any": any_alarm / len(quiet) if quiet else None, "per_label": per_label})
+    within = [r for r in rows if r["false_alarm_rate_any"] is not None and r["false_alarm_rate_any"] <= target_false_alarms]
+    return {"thresholds": grid, "deployed": round(float(events.threshold), 4), "quiet_clips": len(quiet), "rows": rows,
+            "target_false_alarms": target_false_alarms, "at_target": within[0] if within else None}
+
+
+def render_curve(curve: dict) -> list[str]:
+    """Markdown lines: one row per threshold with the recall of every label some clip expects and the
+    quiet clips' false alarms (any alert)."""
+    expected = [label for label, m in curve["rows"][0]["per_label"].items() if m["expected"]] if curve["rows"] else []
+    head = "".join(f" {label} recall |" for label in expected)
+    lines = [f"Operating curve (replayed from the recorded window scores; deployed threshold {curve['deployed']:.2f} "
+             f"marked *):", "", f"| start threshold |{head} quiet clips with any alert (of {curve['quiet_clips']}) |",
+             "|---|" + "---|" * (len(expected) + 1)]
+    for r in curve["rows"]:
+        cells = "".join(f" {r['per_label'][label]['hits']}/{r['per_label'][label]['expected']} = "
+                        f"{r['per_label'][label]['recall']:.2f} |" for label in expected)
+        far = "-" if r["false_alarm_rate_any"] is None else f"{r['quiet_with_any_alert']} = {r['false_alarm_rate_any']:.2f}"
+        mark = "*" if r["threshold"] == curve["deployed"] else ""
+        lines.append(f"| {r['threshold']:.2f}{mark} |{cells} {far} |")
+    at = curve["at_target"]
+    if curve["quiet_clips"]:
+        lines += ["", f"Lowest threshold with at most {curve['target_false_alarms']:.2f} of the quiet clips alerting: "
+                  + (f"{at['threshold']:.2f}." if at else "none of the sweep.")]
+    return lines + [""]
