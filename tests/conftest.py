@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -171,5 +172,38 @@ def fit_steps():
             opt.step()
             out.append((float(loss.detach()), parts))
         return out
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def onnx_parity():
+    """A callable ``(net, batches, path, depth=True, atol=1e-4) -> onnx path``: exports the eval-mode
+    ``net`` (input ``skeleton`` ``(N, 3, T, V, M)``, outputs ``scores`` and ``depth``, dynamic ``N``,
+    opset 17, as ``engines.sarde.export`` does) to ``path`` and asserts that onnxruntime CPU gives the
+    torch scores (and depth, unless ``depth=False``) within ``atol`` on every batch of ``batches``
+    (float32 torch tensors)."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    import warnings
+
+    from engines.runtime import create_session
+
+    def run(net, batches, path, depth: bool = True, atol: float = 1e-4):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (batches[0][:1],), str(path), opset_version=17, dynamo=False, input_names=["skeleton"],
+                              output_names=["scores", "depth"],
+                              dynamic_axes={"skeleton": {0: "N"}, "scores": {0: "N"}, "depth": {0: "N"}})
+        sess = create_session(path, ("cpu",), intra_op_threads=1)
+        for batch in batches:
+            scores, got_depth = sess.run(["scores", "depth"], {"skeleton": batch.numpy()})
+            with torch.no_grad():
+                ref_scores, ref_depth = (t.numpy() for t in net(batch))
+            assert scores.shape == ref_scores.shape and np.all(np.isfinite(scores))
+            assert np.abs(scores - ref_scores).max() <= atol
+            if depth:
+                assert got_depth.shape == ref_depth.shape and np.abs(got_depth - ref_depth).max() <= atol
+        return path
 
     return run

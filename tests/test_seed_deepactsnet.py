@@ -167,10 +167,7 @@ def test_crop_invariance_and_masking(cnn_persons):
         assert (net.logits(y)[0][0] - logits[0]).abs().max() > 1e-4
 
 
-def test_onnx_parity_batch_1_and_4(tmp_path):
-    pytest.importorskip("onnxruntime")
-    from engines.runtime import create_session
-
+def test_onnx_parity_batch_1_and_4(tmp_path, onnx_parity):
     torch.manual_seed(0)
     net = build_model(dict(SMALL, use_score=True), 6)
     x = _windows(n=5, seed=1)
@@ -179,17 +176,8 @@ def test_onnx_parity_batch_1_and_4(tmp_path):
         for _ in range(2):
             net.logits(x)
     net.eval()
-    path = tmp_path / "deepactsnet.onnx"
-    torch.onnx.export(net, (x[:1],), str(path), opset_version=17, dynamo=False, input_names=["skeleton"],
-                      output_names=["scores", "depth"],
-                      dynamic_axes={"skeleton": {0: "N"}, "scores": {0: "N"}, "depth": {0: "N"}})
-    sess = create_session(path, ("cpu",), intra_op_threads=1)
-    for batch in (x[:1], x[1:5]):
-        scores, _ = sess.run(["scores", "depth"], {"skeleton": batch.numpy()})
-        with torch.no_grad():
-            ref = net(batch)[0].numpy()
-        assert scores.shape == (len(batch), 6)
-        assert np.abs(scores - ref).max() <= 1e-4
+    assert net(x[1:5])[0].shape == (4, 6)
+    onnx_parity(net, (x[:1], x[1:5]), tmp_path / "deepactsnet.onnx", depth=False)
 
 
 @needs_data

@@ -202,10 +202,7 @@ def parity_windows() -> np.ndarray:
     return _windows(5).numpy()
 
 
-def test_onnx_parity_scores_and_depth(tmp_path, parity_windows):
-    pytest.importorskip("onnxruntime")
-    from engines.runtime import create_session
-
+def test_onnx_parity_scores_and_depth(tmp_path, parity_windows, onnx_parity):
     torch.manual_seed(0)
     net = build_model(MODEL, 8)
     batch = torch.from_numpy(parity_windows)
@@ -214,18 +211,9 @@ def test_onnx_parity_scores_and_depth(tmp_path, parity_windows):
         for _ in range(3):
             net.logits(batch)
     net.eval()
-    path = tmp_path / "pham.onnx"
-    torch.onnx.export(net, (batch[:1],), str(path), opset_version=17, dynamo=False, input_names=["skeleton"],
-                      output_names=["scores", "depth"],
-                      dynamic_axes={"skeleton": {0: "N"}, "scores": {0: "N"}, "depth": {0: "N"}})
-    sess = create_session(path, ("cpu",))
-    for b in (parity_windows[:1], parity_windows[1:5]):
-        scores, depth = sess.run(["scores", "depth"], {"skeleton": b})
-        with torch.no_grad():
-            ref_scores, ref_depth = (t.numpy() for t in net(torch.from_numpy(b)))
-        assert scores.shape == (len(b), 8) and depth.shape == (len(b), 150, NUM_JOINTS, 2)
-        assert np.abs(scores - ref_scores).max() <= 1e-4
-        assert np.abs(depth - ref_depth).max() <= 1e-4
+    scores, depth = net(batch[1:5])
+    assert scores.shape == (4, 8) and depth.shape == (4, 150, NUM_JOINTS, 2)
+    onnx_parity(net, (batch[:1], batch[1:5]), tmp_path / "pham.onnx")
 
 
 @needs_data

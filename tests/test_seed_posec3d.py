@@ -226,28 +226,13 @@ def test_size_and_speed_budget():
 
 # --- 3. ONNX parity ------------------------------------------------------------------------------------
 
-def test_onnx_parity_dynamic_batch(tmp_path):
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
-    from engines.runtime import create_session
-
+def test_onnx_parity_dynamic_batch(tmp_path, onnx_parity):
     torch.manual_seed(0)
     net = build_model({"recognizer": "posec3d", "depth_width": 0.125, "use_score": True}, 6)
     x = _windows(4, seed=2)
     net = _trained_bn(net, x)
-    path = tmp_path / "posec3d.onnx"
-    torch.onnx.export(net, (x[:1],), str(path), opset_version=17, dynamo=False, input_names=["skeleton"],
-                      output_names=["scores", "depth"],
-                      dynamic_axes={"skeleton": {0: "N"}, "scores": {0: "N"}, "depth": {0: "N"}})
-    sess = create_session(path, ("cpu",))
     empty = torch.zeros(1, 3, 150, 18, 2)  # no skeleton at all
-    for batch in (x[1:2], torch.cat([x[[0, 2, 3]], empty])):
-        with torch.no_grad():
-            ref = net(batch)[0].numpy()
-        got = sess.run(["scores"], {"skeleton": batch.numpy()})[0]
-        assert got.shape == ref.shape
-        np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
-        assert np.all(np.isfinite(got))
+    onnx_parity(net, (x[1:2], torch.cat([x[[0, 2, 3]], empty])), tmp_path / "posec3d.onnx", depth=False)
 
 
 # --- 4. learns on real windows ---------------------------------------------------------------------------

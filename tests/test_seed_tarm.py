@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -145,29 +144,12 @@ def test_crop_invariance_and_shapes():
         assert len(net4.recognizer.tarms) == 4 and net4(x)[0].shape == (3, 4)
 
 
-def test_onnx_export_parity(tmp_path):
-    pytest.importorskip("onnxruntime")
-    from engines.runtime import create_session
-
+def test_onnx_export_parity(tmp_path, onnx_parity):
+    onnx = pytest.importorskip("onnx")
     x = torch.cat([_windows(3), _windows(3, start=90, length=50)])
     net = _trained_net(x)
-    path = tmp_path / "tarm.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, (x[:1],), str(path), opset_version=17, dynamo=False, input_names=["skeleton"],
-                          output_names=["scores", "depth"],
-                          dynamic_axes={"skeleton": {0: "N"}, "scores": {0: "N"}, "depth": {0: "N"}})
-    import onnx
-
+    path = onnx_parity(net, (x[:1], x[2:6]), tmp_path / "tarm.onnx")
     assert "GRU" in {node.op_type for node in onnx.load(str(path)).graph.node}
-    sess = create_session(path, ("cpu",), intra_op_threads=1)
-    for batch in (x[:1], x[2:6]):
-        scores, depth = sess.run(["scores", "depth"], {"skeleton": batch.numpy()})
-        with torch.no_grad():
-            ref_scores, ref_depth = (t.numpy() for t in net(batch))
-        assert scores.shape == ref_scores.shape
-        assert np.abs(scores - ref_scores).max() <= 1e-4
-        assert np.abs(depth - ref_depth).max() <= 1e-4
 
 
 @needs_data
