@@ -16,7 +16,8 @@ count):
 
 ``--folds K`` cross-validates the first clip list by its groups (source videos): for each fold the
 default recipe is trained without that fold's groups in its recordings dataset (``--cv-dataset``),
-and the fold's clips are run with that model. Other clip lists are run with the full default model
+and the fold's clips are run with that model. ``--heldout`` instead runs only the first list's clips
+of the groups the model's own recipe holds out (its manifest's test split). Other clip lists are run with the full default model
 (they are never trained on). Per clip list, an **operating curve** (``pipeline.operating_curve``):
 recall and false alarms at other start thresholds, replayed from the window scores the run recorded
 (in cross-validation, each clip scored by its own fold's model). Results: ``results.json`` (with
@@ -169,8 +170,24 @@ def _write_partial(out: Path, name: str, done: int, folds: list, fold_scores: li
     (out / f"{name}.fold{done}.json").write_text(json.dumps(data, indent=2, sort_keys=True))
 
 
+def heldout_groups(manifest: Path, dataset: str) -> list[str]:
+    """The groups (``test.subjects``) the model of ``manifest`` holds out of its recipe dataset ``dataset``.
+
+    Raises:
+        UserError: the manifest has no such split.
+    """
+    from engines.errors import UserError
+
+    splits = json.loads(Path(manifest).read_text(encoding="utf-8")).get("splits", {})
+    subjects = splits.get(dataset, {}).get("test", {}).get("subjects")
+    if not subjects:
+        raise UserError(f"{manifest} holds out no {dataset} groups (no splits.{dataset}.test.subjects); drop --heldout "
+                        "or pick the dataset with --cv-dataset")
+    return [str(s) for s in subjects]
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``sarde eval video --clips LIST [--clips LIST ...] [--folds K] [--model MANIFEST] [--out DIR]``."""
+    """``sarde eval video --clips LIST [--clips LIST ...] [--folds K | --heldout] [--model MANIFEST] [--out DIR]``."""
     from engines.recognizer import Recognizer
     from pipeline.default_model import default_model
     from pipeline.config import load_config_or_default
@@ -180,12 +197,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, help="YAML config: thresholds, smoothing, alert labels as deployed")
     parser.add_argument("--clips", action="append", required=True, type=Path, help="clip list YAML (configs/clips/); repeat")
     parser.add_argument("--folds", type=int, default=0, help="cross-validate the first clip list in K folds by group")
+    parser.add_argument("--heldout", action="store_true", help="run only the first clip list's clips of the groups the "
+                        "model's recipe holds out of --cv-dataset (its manifest's test split), with that model")
     parser.add_argument("--cv-dataset", default="fightsurv", help="recipe dataset trained without the held-out groups")
     parser.add_argument("--model", type=Path, help="recogniser manifest (default: the default model)")
     parser.add_argument("--recipe", type=Path, help="training recipe of the model (and of every fold) instead of "
                         "configs/models/sarde-default.yaml, e.g. one with another model.recognizer")
     parser.add_argument("--out", type=Path, default=Path("runs/video_eval"))
     args = parser.parse_args(argv)
+    if args.heldout and args.folds > 1:
+        parser.error("--heldout and --folds exclude each other")
     cfg = load_config_or_default(args.config)
     full = args.model or default_model(cfg, recipe_path=args.recipe)
     recognizer = Recognizer(full, providers=["cpu"])
@@ -209,6 +230,12 @@ def main(argv: list[str] | None = None) -> int:
             part.update(model=f"{args.recipe or 'default'} recipe, trained per fold without the held-out groups",
                         protocol=f"{args.folds}-fold cross-validation grouped by source", folds=fold_scores,
                         fold_groups=folds)
+        elif i == 0 and args.heldout:
+            groups = set(heldout_groups(full, args.cv_dataset))
+            clips = [c for c in clips if c.group in groups]
+            results = run_clips(cfg, clips, full)
+            part.update(model=str(full), protocol=f"the {len(groups)} groups the model holds out of {args.cv_dataset} "
+                        f"(its manifest's test split): {sorted(groups)}")
         else:
             results = run_clips(cfg, clips, full)
             part.update(model=str(full), protocol="held out (never trained on)")

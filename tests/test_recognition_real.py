@@ -55,9 +55,12 @@ def results(cfg, default_model: Path):
 def test_default_recipe_holds_out_the_test_sources(default_model):
     import json
 
+    from pipeline.video_eval import heldout_groups
+
     manifest = json.loads(Path(default_model).read_text())
     split = manifest["splits"]["fightsurv"]
     assert sorted(split["test"]["subjects"]) == sorted(HELD_OUT_SOURCES)
+    assert sorted(heldout_groups(default_model, "fightsurv")) == sorted(HELD_OUT_SOURCES)  # sarde eval video --heldout
     assert manifest["background"] == "normal" and "fighting" in manifest["labels"] and "falling" in manifest["labels"]
 
 
