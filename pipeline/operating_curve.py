@@ -115,6 +115,66 @@ def operating_curve(clips: Sequence, window_scores: dict[str, list[dict]], label
             "target_false_alarms": target_false_alarms, "at_target": within[0] if within else None}
 
 
+def cv_threshold(folds: Sequence[Sequence], window_scores: dict[str, list[dict]], labels: Sequence[str], events,
+                 silent: Iterable[str], thresholds: Iterable[float] = THRESHOLDS, target_false_alarms: float = 0.10) -> dict:
+    """The start threshold chosen by cross-validation, and what it gives on clips it was not chosen on.
+
+    For each fold ``k`` the threshold is chosen on the *other* folds' clips (each scored by its own
+    fold's model): the lowest of the sweep whose share of quiet clips with any alert is at most
+    ``target_false_alarms`` (the highest of the sweep when none is). Fold ``k``'s clips are then
+    replayed at that threshold. The pooled figures therefore never use a threshold picked on the clips
+    they count, unlike reading the operating curve at its best point.
+
+    Args:
+        folds: the clips of each fold (``pipeline.clips.Clip``), as cross-validated.
+        window_scores, labels, events, silent, thresholds, target_false_alarms: as :func:`operating_curve`.
+
+    Returns:
+        ``{"target_false_alarms": f, "folds": [{"threshold", "quiet_clips", "quiet_with_any_alert",
+        "per_label": {label: {"hits", "expected", "recall", "false_alarms"}}}], "overall": {the same,
+        pooled, without "threshold"}}``.
+
+    Raises:
+        ValueError: fewer than two folds.
+    """
+    if len(folds) < 2:
+        raise ValueError(f"cv_threshold needs at least two folds, got {len(folds)}")
+    grid = sorted({round(float(t), 4) for t in thresholds})
+    silent = set(silent)
+    per_fold = []
+    for k, held in enumerate(folds):
+        rest = [c for j, f in enumerate(folds) if j != k for c in f]
+        chosen = operating_curve(rest, window_scores, labels, events, silent, grid, target_false_alarms)["at_target"]
+        t = chosen["threshold"] if chosen else grid[-1]
+        row = next(r for r in operating_curve(held, window_scores, labels, events, silent, [t])["rows"] if r["threshold"] == t)
+        per_fold.append({"threshold": t, "quiet_clips": sum(1 for c in held if not c.alerts),
+                         "quiet_with_any_alert": row["quiet_with_any_alert"], "per_label": row["per_label"]})
+    overall = {"quiet_clips": sum(f["quiet_clips"] for f in per_fold),
+               "quiet_with_any_alert": sum(f["quiet_with_any_alert"] for f in per_fold), "per_label": {}}
+    for label in per_fold[0]["per_label"]:
+        hits = sum(f["per_label"][label]["hits"] for f in per_fold)
+        expected = sum(f["per_label"][label]["expected"] for f in per_fold)
+        overall["per_label"][label] = {"hits": hits, "expected": expected, "recall": hits / expected if expected else None,
+                                       "false_alarms": sum(f["per_label"][label]["false_alarms"] for f in per_fold)}
+    return {"target_false_alarms": target_false_alarms, "folds": per_fold, "overall": overall}
+
+
+def render_cv_threshold(cv: dict) -> list[str]:
+    """Markdown lines of :func:`cv_threshold`: per fold the threshold chosen on the other folds, and its figures."""
+    expected = [label for label, m in cv["overall"]["per_label"].items() if m["expected"]]
+    head = "".join(f" {label} recall |" for label in expected)
+    lines = [f"Start threshold chosen by cross-validation (per fold: the lowest threshold whose false alarms on the "
+             f"other folds' quiet clips are at most {cv['target_false_alarms']:.2f}):", "",
+             f"| fold | chosen threshold |{head} quiet clips with any alert |", "|---|---|" + "---|" * (len(expected) + 1)]
+    rows = [(str(k + 1), f"{f['threshold']:.2f}", f) for k, f in enumerate(cv["folds"])] + [("all", "", cv["overall"])]
+    for tag, t, f in rows:
+        cells = "".join(f" {f['per_label'][lb]['hits']}/{f['per_label'][lb]['expected']}"
+                        + ("" if f["per_label"][lb]["recall"] is None else f" = {f['per_label'][lb]['recall']:.2f}") + " |"
+                        for lb in expected)
+        lines.append(f"| {tag} | {t} |{cells} {f['quiet_with_any_alert']}/{f['quiet_clips']} |")
+    return lines + [""]
+
+
 def render_curve(curve: dict) -> list[str]:
     """Markdown lines: one row per threshold with the recall of every label some clip expects and the
     quiet clips' false alarms (any alert)."""

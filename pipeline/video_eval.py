@@ -31,13 +31,14 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 from engines.datasets.splits import group_folds
 from pipeline.clips import Clip, load_clip_list, write_results
 from pipeline.config import Config
-from pipeline.operating_curve import operating_curve, render_curve
+from pipeline.operating_curve import cv_threshold, operating_curve, render_curve, render_cv_threshold
 from pipeline.recordings import clips_run_config
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,8 @@ def render_markdown(report: dict) -> str:
         lines.append("")
         if part.get("operating_curve"):
             lines += render_curve(part["operating_curve"])
+        if part.get("cv_threshold"):
+            lines += render_cv_threshold(part["cv_threshold"])
         lines.append("| clip | expected | raised |")
         lines.append("|---|---|---|")
         for cid, r in part["clips"].items():
@@ -186,6 +189,52 @@ def heldout_groups(manifest: Path, dataset: str) -> list[str]:
     return [str(s) for s in subjects]
 
 
+def curves(part: dict, labels: list[str], events, silent: list[str]) -> dict:
+    """``part`` (one clip list of the report, with its clips' recorded ``window_scores``) with its
+    ``operating_curve`` and, for a cross-validated list (``fold_groups``), its ``cv_threshold``
+    (``pipeline.operating_curve``), at the event settings ``events``."""
+    clips = [Clip(clip_id=cid, path=Path(cid), alerts=r["expected"], label=None, segments=[], group=r.get("group") or cid)
+             for cid, r in part["clips"].items()]
+    scores = {cid: r["window_scores"] for cid, r in part["clips"].items()}
+    part["operating_curve"] = operating_curve(clips, scores, labels, events, silent)
+    if part.get("fold_groups"):
+        folds = [[c for c in clips if c.group in set(groups)] for groups in part["fold_groups"]]
+        part["cv_threshold"] = cv_threshold(folds, scores, labels, events, silent)
+    return part
+
+
+def replay(path: Path, cfg: Config, model: dict | None = None) -> dict:
+    """The report of an earlier ``sarde eval video`` (its ``results.json``) with every list's curves
+    recomputed at ``cfg``'s event settings from the recorded window scores; nothing is re-run.
+    ``model``: the run's recogniser manifest (its ``labels`` and ``background``), needed only for a
+    report that does not name them.
+
+    Raises:
+        UserError: the file is not such a report, or has no window scores, or names no labels.
+    """
+    from engines.errors import UserError
+    from pipeline.daemon import silent_labels
+
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+        parts = report["lists"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"--replay {path}: not a results.json of sarde eval video ({exc})") from exc
+    model = model or {}
+    labels = report.get("labels") or model.get("labels")
+    if not labels:
+        raise UserError(f"--replay {path}: the report names no labels; pass the run's model with --model")
+    if any("window_scores" not in r for part in parts.values() for r in part["clips"].values()):
+        raise UserError(f"--replay {path}: the report has no recorded window scores (made before they were recorded); re-run it")
+    background = report.get("background") or model.get("background", "other")
+    silent = silent_labels(cfg, SimpleNamespace(labels=list(labels), background=background))
+    for name in parts:
+        parts[name] = curves(parts[name], list(labels), cfg.events, silent)
+    report.update(labels=list(labels), background=background, silent_labels=silent,
+                  replayed_with={"file": str(path), "events": cfg.events.model_dump(mode="json")})
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     """``sarde eval video --clips LIST [--clips LIST ...] [--folds K | --heldout] [--model MANIFEST] [--out DIR]``."""
     from engines.recognizer import Recognizer
@@ -195,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="sarde eval video", description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, help="YAML config: thresholds, smoothing, alert labels as deployed")
-    parser.add_argument("--clips", action="append", required=True, type=Path, help="clip list YAML (configs/clips/); repeat")
+    parser.add_argument("--clips", action="append", type=Path, help="clip list YAML (configs/clips/); repeat")
     parser.add_argument("--folds", type=int, default=0, help="cross-validate the first clip list in K folds by group")
     parser.add_argument("--heldout", action="store_true", help="run only the first clip list's clips of the groups the "
                         "model's recipe holds out of --cv-dataset (its manifest's test split), with that model")
@@ -203,11 +252,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, help="recogniser manifest (default: the default model)")
     parser.add_argument("--recipe", type=Path, help="training recipe of the model (and of every fold) instead of "
                         "configs/models/sarde-default.yaml, e.g. one with another model.recognizer")
+    parser.add_argument("--replay", type=Path, help="an earlier run's results.json: recompute its operating curves "
+                        "and cross-validated threshold at --config's event settings, without running any clip")
     parser.add_argument("--out", type=Path, default=Path("runs/video_eval"))
     args = parser.parse_args(argv)
     if args.heldout and args.folds > 1:
         parser.error("--heldout and --folds exclude each other")
+    if not args.clips and not args.replay:
+        parser.error("give --clips (run clips) or --replay (re-score an earlier run)")
     cfg = load_config_or_default(args.config)
+    if args.replay:
+        report = replay(args.replay, cfg, json.loads(args.model.read_text(encoding="utf-8")) if args.model else None)
+        write_results(args.out, report, render_markdown(report))
+        return 0
     full = args.model or default_model(cfg, recipe_path=args.recipe)
     recognizer = Recognizer(full, providers=["cpu"])
     labels = recognizer.labels
@@ -240,14 +297,12 @@ def main(argv: list[str] | None = None) -> int:
             results = run_clips(cfg, clips, full)
             part.update(model=str(full), protocol="held out (never trained on)")
         part["overall"] = score(clips, results, labels)
-        part["operating_curve"] = operating_curve(clips, {c.clip_id: results[c.clip_id]["window_scores"] for c in clips},
-                                                  labels, cfg.events, silent)
         part["clips"] = {c.clip_id: {"expected": c.alerts, "alerts": results[c.clip_id]["alerts"],
                                      "group": c.group, "frames": results[c.clip_id]["frames"],
                                      "windows": results[c.clip_id]["windows"],
                                      "first_start_s": results[c.clip_id]["first_start_s"],
                                      "window_scores": results[c.clip_id]["window_scores"]} for c in clips}
-        report["lists"][clip_path.stem] = part
-    report["silent_labels"] = silent
+        report["lists"][clip_path.stem] = curves(part, labels, cfg.events, silent)
+    report.update(labels=list(labels), background=getattr(recognizer, "background", "other"), silent_labels=silent)
     write_results(args.out, report, render_markdown(report))
     return 0

@@ -11,7 +11,8 @@ import pytest
 
 from pipeline.clips import Clip
 from pipeline.config import EventsConfig
-from pipeline.operating_curve import operating_curve, render_curve, replay_alerts
+from engines.errors import UserError
+from pipeline.operating_curve import cv_threshold, operating_curve, render_curve, render_cv_threshold, replay_alerts
 
 LABELS = ["fighting", "hugging", "normal"]
 EVENTS = EventsConfig(threshold=0.6, end_threshold=0.4, smoothing=0.5, ignore_labels=["normal"],
@@ -68,3 +69,53 @@ def test_curve_counts_hits_and_false_alarms_per_threshold():
     assert curve["at_target"]["threshold"] == 0.8  # the lowest threshold with no quiet clip alerting
     md = "\n".join(render_curve(curve))
     assert "| 0.60* | 2/2 = 1.00 | 1 = 0.50 |" in md and "| 0.80 | 1/2 = 0.50 | 0 = 0.00 |" in md
+
+
+def test_cv_threshold_is_chosen_on_the_other_folds():
+    # three folds of one fight and one quiet clip; single windows, so each clip's EMA is its score
+    clips = {k: [_clip(f"fight{k}", ["fighting"]), _clip(f"quiet{k}", [])] for k in "abc"}
+    ema = {"fighta": 0.9, "quieta": 0.7, "fightb": 0.65, "quietb": 0.5, "fightc": 0.8}
+    scores = {cid: [_w((1, 2), (s, 0.0, 1.0 - s))] for cid, s in ema.items()} | {"quietc": []}
+    cv = cv_threshold([clips[k] for k in "abc"], scores, LABELS, EVENTS, ["normal"], thresholds=[0.5, 0.6, 0.7, 0.8],
+                      target_false_alarms=0.0)
+    # fold a: b and c's quiet clips allow 0.6 (quietb 0.5 alerts at 0.5) -> fighta hit, quieta (0.7) alerts
+    # fold b: quieta 0.7 forces 0.8 -> fightb (0.65) missed; fold c: 0.8 as well -> fightc (0.8) hit
+    assert [f["threshold"] for f in cv["folds"]] == [0.6, 0.8, 0.8]
+    assert [f["per_label"]["fighting"]["hits"] for f in cv["folds"]] == [1, 0, 1]
+    assert [f["quiet_with_any_alert"] for f in cv["folds"]] == [1, 0, 0]
+    assert cv["overall"]["per_label"]["fighting"] == {"hits": 2, "expected": 3, "recall": 2 / 3, "false_alarms": 1}
+    assert cv["overall"]["quiet_with_any_alert"] == 1 and cv["overall"]["quiet_clips"] == 3
+    assert "| all |  | 2/3 = 0.67 | 1/3 |" in "\n".join(render_cv_threshold(cv))
+    with pytest.raises(ValueError):
+        cv_threshold([clips["a"]], scores, LABELS, EVENTS, ["normal"])
+
+
+def test_replay_rescores_a_stored_report(tmp_path):
+    import json
+
+    from pipeline.config import load_config_or_default
+    from pipeline.video_eval import replay
+
+    labels = ["fighting", "falling", "hugging", "shaking_hands", "exchanging", "approaching", "departing", "normal"]
+
+    def w(fight):  # the default model's eight labels
+        return [_w((1, 2), (fight, 0, 0, 0, 0, 0, 0, 1.0 - fight))]
+
+    part = {"fold_groups": [["a"], ["b"]], "clips": {
+        "fa": {"expected": ["fighting"], "group": "a", "window_scores": w(0.9)},
+        "qa": {"expected": [], "group": "a", "window_scores": w(0.7)},
+        "fb": {"expected": ["fighting"], "group": "b", "window_scores": w(0.65)},
+        "qb": {"expected": [], "group": "b", "window_scores": []}}}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"lists": {"cctv": part}, "labels": labels, "background": "normal"}))
+    cfg = load_config_or_default(None)  # deployed threshold 0.6
+    report = replay(path, cfg)
+    curve = report["lists"]["cctv"]["operating_curve"]
+    deployed = next(r for r in curve["rows"] if r["threshold"] == 0.6)
+    assert deployed["per_label"]["fighting"]["hits"] == 2 and deployed["quiet_with_any_alert"] == 1
+    # fold a is chosen on fold b (its quiet clip has no window: the lowest threshold), fold b on fold a
+    assert [f["threshold"] for f in report["lists"]["cctv"]["cv_threshold"]["folds"]] == [0.3, 0.75]
+    del part["clips"]["qb"]["window_scores"]
+    path.write_text(json.dumps({"lists": {"cctv": part}, "labels": labels}))
+    with pytest.raises(UserError, match="no recorded window scores"):
+        replay(path, cfg)
