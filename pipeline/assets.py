@@ -69,8 +69,9 @@ def ensure_int8_detector(cfg: Config, fp32_manifest: Path) -> Path:
 
     d = cfg.detector
     thresholds = GateThresholds(**d.int8_gate.model_dump())  # the limits recorded with the first verdict
-    decoder_settings = {"peak_threshold": d.peak_threshold, "paf_threshold": d.paf_threshold,
-                        "min_parts": d.min_parts, "min_person_score": d.min_person_score}
+    decoder_settings = d.decoder_settings()
+    if not decoder_settings["duplicate_distance"]:  # absent when off: INT8 models made before it stay valid
+        del decoder_settings["duplicate_distance"]
     want = {"calibration": d.int8_calibration, "keep_float": list(d.int8_keep_float), "decoder": decoder_settings,
             "match_px": thresholds.match_px}
     fp32_sha = json.loads(fp32_manifest.read_text())["onnx_sha256"]

@@ -103,11 +103,18 @@ class DetectorConfig(_Strict):
     paf_threshold: float = Field(0.05, ge=0, lt=1, description="Minimum PAF alignment per sample point along a limb.")
     min_parts: int = Field(3, ge=1, le=18, description="Persons with fewer joints are discarded (3, with min_person_score 0.25: persons in 74 % of sampled real-CCTV fight frames instead of 60 % with 4 / 0.4; docs/DETECTOR.md).")
     min_person_score: float = Field(0.25, ge=0, le=1, description="Persons with a lower mean joint score are discarded.")
+    duplicate_distance: float = Field(0.15, ge=0, le=1, description="Persons of at most 5 joints, all within this many host heights of another, better-joined person's joints, are leftovers of that person's body (a mirrored leg, an arm found twice) and are discarded (engines.pose.duplicate_persons; 0 = keep them). 0.15 removed most ghost partners of lone people (tai chi frames with two persons 0.49 -> 0.29) and almost none on real CCTV (docs/DETECTOR.md).")
     clahe_clip: float = Field(0.0, ge=0, le=40, description="Contrast normalisation of the detector input in the readers: CLAHE clip limit on the L*a*b* lightness (engines.contrast; 0 = off). 2.0 raised the real-CCTV fight frames with two or more persons from 0.48 to 0.58 (docs/DETECTOR.md), but a model trained on such recordings raised more false alarms on the real-video suite than it gained in recall (docs/REAL-VIDEO.md): off by default.")
     precision: Literal["fp32", "int8"] = Field("fp32", description="int8: a static INT8 (QDQ) model calibrated on real CCTV frames (export.quantize), used only if it passes the gate against FP32 on other real frames (detector.int8_gate; the verdict is in its manifest), else the FP32 model with a logged error. Measured on dm10: 2.0-2.7x faster on an AVX-512 VNNI CPU but the gate fails (docs/PERFORMANCE.md), so the default is fp32.")
     int8_calibration: Literal["minmax", "percentile", "entropy"] = Field("minmax", description="How the INT8 activation ranges are calibrated.")
     int8_keep_float: list[str] = Field(default_factory=list, description="Regular expressions of detector node names left in float in the INT8 model (mixed precision), e.g. '^MobilenetV2/Conv/'.")
     int8_gate: Int8GateConfig = Field(default_factory=Int8GateConfig, description="Limits of the INT8-vs-FP32 gate.")
+
+    def decoder_settings(self) -> dict:
+        """Keyword arguments of ``engines.pose.PoseDecoder`` (PAF grouping) from this section: the one
+        place the daemon, the detector evaluation and the INT8 gate take them from."""
+        return {"peak_threshold": self.peak_threshold, "paf_threshold": self.paf_threshold, "min_parts": self.min_parts,
+                "min_person_score": self.min_person_score, "duplicate_distance": self.duplicate_distance}
 
 
 class RecognizerConfig(_Strict):

@@ -125,8 +125,7 @@ def load_models(cfg: Config, progress: bool = True):
     det_manifest = detector_manifest(cfg)
     d = cfg.detector
     try:
-        decoder = PoseDecoder(peak_threshold=d.peak_threshold, paf_threshold=d.paf_threshold,
-                              min_parts=d.min_parts, min_person_score=d.min_person_score)
+        decoder = PoseDecoder(**d.decoder_settings())
     except ValueError as exc:
         raise StartupError(f"detector decoder settings: {exc}; fix the detector section of the config") from exc
     detector = PoseDetector(det_manifest, providers=d.providers, decoder=decoder, intra_op_threads=d.intra_op_threads,

@@ -51,8 +51,9 @@ BODY13 = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)
 
 
 #: Decoder settings a candidate may override after ``#``: ``parts`` (min_parts), ``score``
-#: (min_person_score), ``peak`` (peak_threshold), ``paf`` (paf_threshold).
-DECODER_KEYS = {"parts": "min_parts", "score": "min_person_score", "peak": "peak_threshold", "paf": "paf_threshold"}
+#: (min_person_score), ``peak`` (peak_threshold), ``paf`` (paf_threshold), ``dup`` (duplicate_distance).
+DECODER_KEYS = {"parts": "min_parts", "score": "min_person_score", "peak": "peak_threshold", "paf": "paf_threshold",
+                "dup": "duplicate_distance"}
 #: Reader settings a candidate may override after ``#``: ``clahe`` (detector.clahe_clip, CLAHE clip
 #: limit of :mod:`engines.contrast`; 0 = off).
 READER_KEYS = {"clahe": "clahe_clip"}
@@ -194,8 +195,7 @@ def _load_detector(cfg: Config, candidate: str):
     clahe = overrides.pop("clahe_clip", cfg.detector.clahe_clip)
     manifest = ensure_detector(cfg, weights, size)
     d = cfg.detector
-    settings = dict(peak_threshold=d.peak_threshold, paf_threshold=d.paf_threshold, min_parts=d.min_parts,
-                    min_person_score=d.min_person_score)
+    settings = d.decoder_settings()
     settings.update(overrides)
     decoder = PoseDecoder(**settings)
     return PoseDetector(manifest, providers=["cpu"], decoder=decoder, intra_op_threads=d.intra_op_threads), clahe

@@ -44,6 +44,7 @@ def recording_key(cfg: Config, detector_manifest: Path) -> str:
     settings = {
         "onnx_sha256": manifest.get("onnx_sha256"), "decoder": [d.peak_threshold, d.paf_threshold, d.min_parts, d.min_person_score],
         **({"clahe_clip": d.clahe_clip} if d.clahe_clip else {}),  # absent when off: earlier keys stay valid
+        **({"duplicate_distance": d.duplicate_distance} if d.duplicate_distance else {}),
         "tracking": [t.max_age, t.max_distance, t.min_joints],
         "windows": [r.num_frames, r.num_persons, r.fps, r.stride, r.min_frames, r.pair_distance],
     }

@@ -232,3 +232,46 @@ def test_without_memory_arena_same_persons_on_real_frames(detector, detector_onn
     batch = np.stack([letterbox(f, detector.input_size)[0] for f in frames])
     for a, b in zip(detector.infer(batch), lean.infer(batch)):
         assert a.shape == b.shape and np.abs(a - b).max() < 1e-3
+
+
+def _decimated(path: Path, size, fps_out: float = 15.0) -> list[np.ndarray]:
+    """Every frame the daemon's readers keep at ``fps_out`` (``pipeline.capture.Decimator``), letterboxed."""
+    from pipeline.capture import Decimator
+
+    cap = cv2.VideoCapture(str(path))
+    fps, keep, frames, i = cap.get(cv2.CAP_PROP_FPS), Decimator(fps_out), [], 0
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                return frames
+            if keep.keep(i / fps):
+                frames.append(letterbox(frame, size)[0])
+            i += 1
+    finally:
+        cap.release()
+
+
+@pytest.mark.parametrize("clip, before_min, after_max", [
+    ("gmdcsa24_s1/Fall/13.mp4", 12, 5),   # one person at home; measured 15 -> 3 of 65 frames
+    ("stgcn/ta_chi.mp4", 65, 50),          # one person; measured 74 -> 44 of 150 frames
+    ("fightsurv_dev/fight/fi004.mp4", 45, None),  # real CCTV fight: two people or more in 47 of 47, kept
+])
+def test_duplicate_persons_on_real_frames(detector, shared_dir, clip, before_min, after_max):
+    """Ghost partners of a lone person (a mirrored leg or arm grouped on its own) go; real people stay.
+
+    Frames with two or more persons, without and with ``duplicate_distance`` 0.15 (the config default), on the
+    frames the daemon sees; the persons with six joints or more (real bodies) must be the same in both."""
+    from engines.pose import PoseDecoder
+
+    off = PoseDecoder(min_parts=3, min_person_score=0.25)
+    on = PoseDecoder(min_parts=3, min_person_score=0.25, duplicate_distance=0.15)
+    before = after = 0
+    for frame in _decimated(shared_dir / "data/videos" / clip, detector.input_size):
+        raw = detector.raw(frame[None])[0]
+        a, b = off.decode(raw), on.decode(raw)
+        before, after = before + (len(a) >= 2), after + (len(b) >= 2)
+        big = (a[..., 2] > 0).sum(1) >= 6
+        np.testing.assert_array_equal(b[(b[..., 2] > 0).sum(1) >= 6], a[big])
+    assert before >= before_min
+    assert after <= (after_max if after_max is not None else before) and (after_max is not None or after == before)

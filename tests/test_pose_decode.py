@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engines.pose import COCO18_LIMBS, NUM_OUTPUT_CHANNELS, PAF_OFFSET, PoseDecoder
+from engines.pose import COCO18_LIMBS, NUM_OUTPUT_CHANNELS, PAF_OFFSET, PoseDecoder, duplicate_persons
 
 H, W, S = 46, 54, 8  # output grid and stride: 368x432 input
 
@@ -145,6 +145,26 @@ def test_min_parts_and_person_score():
     kps = PoseDecoder(min_parts=3).decode(out)
     assert len(kps) == 2 and (kps[1, [1, 2, 3], 2] > 0).all() and (kps[1, 4:, 2] == 0).all()
     assert len(PoseDecoder(min_person_score=1.9).decode(out)) == 0  # scores are about 1.5-1.9 here
+
+
+def test_duplicate_persons_hand_worked():
+    host = person(200, 200)  # 18 joints
+    h = float(np.ptp(host[:, 1]))
+    mirror = np.zeros((18, 3), np.float32)  # R-hip, R-knee, R-ankle found again on the left leg
+    mirror[[8, 9, 10]] = host[[11, 12, 13]] + (2.0, 1.0, 0.0)
+    beside = mirror.copy()
+    beside[:, 0] += np.where(beside[:, 2] > 0, h, 0.0)  # the same three joints one height to the right
+    arm = np.zeros((18, 3), np.float32)  # six joints on the body: more than DUPLICATE_MAX_PARTS
+    arm[[2, 3, 4, 5, 6, 7]] = host[[2, 3, 4, 5, 6, 7]]
+    edge = mirror.copy()
+    edge[9, 0] += 0.3 * h  # one joint 0.3 heights outside the knee, off the body: not all on it
+    got = duplicate_persons(np.stack([host, mirror, beside, arm, edge]), 0.15)
+    assert got.tolist() == [False, True, False, False, False]
+    assert duplicate_persons(np.stack([host, mirror]), 0.0).tolist() == [False, False]
+    assert duplicate_persons(np.stack([mirror, mirror]), 0.15).tolist() == [False, False]  # equal joints: no host
+    assert duplicate_persons(np.zeros((0, 18, 3), np.float32), 0.15).shape == (0,)
+    with pytest.raises(ValueError):
+        PoseDecoder(duplicate_distance=1.5)
 
 
 def test_empty_and_bad_input():
