@@ -14,6 +14,7 @@ def test_parse_candidate():
     assert parse_candidate("x/graph_opt.pb@656x368#parts=3,score=0.25") == (
         "x/graph_opt.pb", (656, 368), {"min_parts": 3, "min_person_score": 0.25})
     assert parse_candidate("a/b.tflite#parts=3,clahe=2") == ("a/b.tflite", None, {"min_parts": 3, "clahe_clip": 2.0})
+    assert parse_candidate("a/b.tflite#dup=0.15") == ("a/b.tflite", None, {"duplicate_distance": 0.15})
     with pytest.raises(ValueError, match="unknown key"):
         parse_candidate("a.tflite#thresh=0.1")
 

@@ -234,23 +234,6 @@ def test_without_memory_arena_same_persons_on_real_frames(detector, detector_onn
         assert a.shape == b.shape and np.abs(a - b).max() < 1e-3
 
 
-def _decimated(path: Path, size, fps_out: float = 15.0) -> list[np.ndarray]:
-    """Every frame the daemon's readers keep at ``fps_out`` (``pipeline.capture.Decimator``), letterboxed."""
-    from pipeline.capture import Decimator
-
-    cap = cv2.VideoCapture(str(path))
-    fps, keep, frames, i = cap.get(cv2.CAP_PROP_FPS), Decimator(fps_out), [], 0
-    try:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                return frames
-            if keep.keep(i / fps):
-                frames.append(letterbox(frame, size)[0])
-            i += 1
-    finally:
-        cap.release()
-
 
 @pytest.mark.parametrize("clip, before_min, after_max", [
     ("gmdcsa24_s1/Fall/13.mp4", 12, 5),   # one person at home; measured 15 -> 3 of 65 frames
@@ -263,12 +246,13 @@ def test_duplicate_persons_on_real_frames(detector, shared_dir, clip, before_min
     Frames with two or more persons, without and with ``duplicate_distance`` 0.15 (the config default), on the
     frames the daemon sees; the persons with six joints or more (real bodies) must be the same in both."""
     from engines.pose import PoseDecoder
+    from pipeline.detector_eval import sample_frames
 
     off = PoseDecoder(min_parts=3, min_person_score=0.25)
     on = PoseDecoder(min_parts=3, min_person_score=0.25, duplicate_distance=0.15)
     before = after = 0
-    for frame in _decimated(shared_dir / "data/videos" / clip, detector.input_size):
-        raw = detector.raw(frame[None])[0]
+    for frame in sample_frames(shared_dir / "data/videos" / clip, 15.0, 1):  # as the readers decimate
+        raw = detector.raw(letterbox(frame, detector.input_size)[0][None])[0]
         a, b = off.decode(raw), on.decode(raw)
         before, after = before + (len(a) >= 2), after + (len(b) >= 2)
         big = (a[..., 2] > 0).sum(1) >= 6

@@ -116,3 +116,18 @@ def test_zoo_and_exporter_import_without_torch():
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}
     assert subprocess.run([sys.executable, "-c", code], cwd=root, env=env).returncode == 0
+
+
+def test_recipe_hash_tells_recordings_of_other_detector_settings_apart():
+    """Same clips recorded under two recording keys (other decoder settings) are two models; the same
+    recording in another checkout is the same model."""
+    from engines.sarde.zoo import recipe_hash
+
+    def recipe(*files):
+        return {"name": "r", "datasets": [{"name": "fightsurv", "reader": "npz", "files": list(files)}]}
+
+    a = recipe("/a/artifacts/recordings/23d66e472f77/06feae2185f0e181.110c8917.npz")
+    b = recipe("/a/artifacts/recordings/4ecd81f41735/06feae2185f0e181.110c8917.npz")
+    moved = recipe("artifacts/recordings/23d66e472f77/06feae2185f0e181.110c8917.npz")
+    assert recipe_hash(a) != recipe_hash(b)
+    assert recipe_hash(a) == recipe_hash(moved)

@@ -24,12 +24,14 @@ log = logging.getLogger(__name__)
 def recipe_hash(recipe: dict) -> str:
     """12 hex digits of the sha256 of the recipe as canonical JSON (sorted keys).
 
-    Dataset ``files`` count by their names only (content-addressed cache files: the same data in
-    another checkout gives the same hash)."""
+    Dataset ``files`` count by their last two path parts only: a daemon recording is
+    ``<recording key>/<clip sha>.<label tag>.npz`` (``pipeline.recordings``), content-addressed, so the
+    same data in another checkout gives the same hash, and recordings made with other detector,
+    decoder or tracker settings (another recording key, same clip names) give another model."""
     plain = json.loads(json.dumps(recipe))
     for entry in plain.get("datasets") or []:
         if isinstance(entry, dict) and "files" in entry:
-            entry["files"] = [Path(f).name for f in entry["files"]]
+            entry["files"] = ["/".join(Path(f).parts[-2:]) for f in entry["files"]]
     text = json.dumps(plain, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
