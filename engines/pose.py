@@ -82,17 +82,19 @@ def duplicate_persons(keypoints: np.ndarray, distance: float, max_parts: int = D
     its own when no limb joins it to the body it lies on: on real frames, typically the left/right
     mirror of a leg or arm (``Rhip-Rknee-Rankle`` on the left leg) or an arm detected twice. Such a
     3-joint "person" turns a lone person into a pair, and an interaction window (``fighting``) follows.
-    Person ``q`` is a duplicate of person ``p`` when ``q`` has at most ``max_parts`` joints, fewer
-    than ``p``, and **every** joint of ``q`` lies within ``distance x height(p)`` of some joint of
-    ``p`` (any type; height = vertical extent of ``p``'s joints, at least 1 px). A person next to
-    another (a partner, a bystander) has joints off the other's body and is kept.
+    Person ``q`` is a duplicate of a kept person ``p`` when ``q`` has at most ``max_parts`` joints,
+    fewer than ``p`` (or as many, and ``p`` comes first: two mirrored copies of one leg keep one), and
+    **every** joint of ``q`` lies within ``distance x height(p)`` of some joint of ``p`` (any type;
+    height = vertical extent of ``p``'s joints, at least 1 px). A person next to another (a partner, a
+    bystander) has joints off the other's body and is kept.
 
     Measured on the daemon's recordings (``docs/DETECTOR.md``, distance 0.15): frames with two or more
-    persons fell from 0.49 to 0.29 on tai chi (one person) and from 0.25 to 0.08 on a GMDCSA24 fall,
+    persons fell from 0.49 to 0.22 on tai chi (one person) and from 0.25 to 0.08 on a GMDCSA24 fall,
     and from 0.49 to 0.48 / 0.29 to 0.28 on the real CCTV fight / noFight clips.
 
     Args:
-        keypoints: ``(P, 18, 3)`` float32 ``(x, y, score)``, any pixel frame; score 0 = joint missing.
+        keypoints: ``(P, 18, 3)`` float32 ``(x, y, score)``, any pixel frame; score 0 = joint missing;
+            best person first (the decoder's order), which breaks ties.
         distance: in multiples of the host's height; ``<= 0`` marks nobody.
         max_parts: the most joints a duplicate can have.
 
@@ -107,7 +109,8 @@ def duplicate_persons(keypoints: np.ndarray, distance: float, max_parts: int = D
         return out
     for q in np.nonzero((n > 0) & (n <= max_parts))[0]:
         pts = kp[q, vis[q], :2]  # (nq, 2)
-        for p in np.nonzero(n > n[q])[0]:
+        hosts = (n > n[q]) | ((n == n[q]) & (np.arange(len(kp)) < q))
+        for p in np.nonzero(hosts & ~out)[0]:
             host = kp[p, vis[p], :2]  # (np, 2)
             height = max(float(np.ptp(host[:, 1])), 1.0)
             nearest = np.linalg.norm(pts[:, None] - host[None], axis=-1).min(axis=1)  # (nq,)

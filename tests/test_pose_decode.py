@@ -161,7 +161,7 @@ def test_duplicate_persons_hand_worked():
     got = duplicate_persons(np.stack([host, mirror, beside, arm, edge]), 0.15)
     assert got.tolist() == [False, True, False, False, False]
     assert duplicate_persons(np.stack([host, mirror]), 0.0).tolist() == [False, False]
-    assert duplicate_persons(np.stack([mirror, mirror]), 0.15).tolist() == [False, False]  # equal joints: no host
+    assert duplicate_persons(np.stack([mirror, mirror, mirror]), 0.15).tolist() == [False, True, True]  # the first stays
     assert duplicate_persons(np.zeros((0, 18, 3), np.float32), 0.15).shape == (0,)
     with pytest.raises(ValueError):
         PoseDecoder(duplicate_distance=1.5)
