@@ -159,6 +159,72 @@ def cv_threshold(folds: Sequence[Sequence], window_scores: dict[str, list[dict]]
     return {"target_false_alarms": target_false_alarms, "folds": per_fold, "overall": overall}
 
 
+def roc_auc(positive: Sequence[float], negative: Sequence[float]) -> float | None:
+    """Area under the ROC curve: the probability that a random positive scores above a random
+    negative, ties counting one half (the Mann-Whitney U statistic over ``len(positive) x
+    len(negative)``); ``None`` when either side is empty."""
+    pos, neg = np.asarray(positive, np.float64), np.asarray(negative, np.float64)
+    if not len(pos) or not len(neg):
+        return None
+    ranks = np.concatenate([pos, neg]).argsort(kind="stable").argsort().astype(np.float64)
+    values = np.concatenate([pos, neg])
+    for v in np.unique(values):  # average ranks of ties
+        same = values == v
+        ranks[same] = ranks[same].mean()
+    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) - 1) / 2) / (len(pos) * len(neg)))
+
+
+def separation(clips: Sequence, window_scores: dict[str, list[dict]], labels: Sequence[str], events,
+               silent: Iterable[str]) -> dict:
+    """How well each alert label's score separates the clips that expect it from the quiet clips,
+    independent of any threshold: ROC AUC (:func:`roc_auc`) at two levels.
+
+    * **window**: the label's score of every window of the clips expecting it against every window of
+      the quiet clips; for a label of ``events.pair_labels`` only windows of two or more persons count
+      (the others cannot raise it);
+    * **clip**: per clip the highest such window score (0 for a clip without one), expecting clips
+      against quiet clips, the level at which the alerts are counted.
+
+    Labels no clip expects are left out. 0.5 is chance, 1.0 a threshold that makes no error.
+
+    Returns:
+        ``{label: {"window_auc", "windows": [positive, negative], "clip_auc", "clips": [positive, negative]}}``.
+    """
+    silent, pair = set(silent), set(events.pair_labels)
+    quiet = [c for c in clips if not c.alerts]
+    out = {}
+    for k, label in enumerate(labels):
+        expect = [c for c in clips if label in c.alerts]
+        if label in silent or not expect:
+            continue
+
+        def scores(clip) -> list[float]:
+            need = 2 if label in pair else 1
+            return [float(w["scores"][k]) for w in window_scores[clip.clip_id] if len(w["track_ids"]) >= need]
+
+        pos_w = [s for c in expect for s in scores(c)]
+        neg_w = [s for c in quiet for s in scores(c)]
+        pos_c = [max(scores(c), default=0.0) for c in expect]
+        neg_c = [max(scores(c), default=0.0) for c in quiet]
+        out[label] = {"window_auc": roc_auc(pos_w, neg_w), "windows": [len(pos_w), len(neg_w)],
+                      "clip_auc": roc_auc(pos_c, neg_c), "clips": [len(pos_c), len(neg_c)]}
+    return out
+
+
+def render_separation(sep: dict) -> list[str]:
+    """Markdown lines of :func:`separation`."""
+    if not sep:
+        return []
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = ["Separation of expecting and quiet clips by the label's score, any threshold (ROC AUC; 0.5 = chance):", "",
+             "| label | window AUC | windows (expecting / quiet) | clip AUC (highest window) | clips (expecting / quiet) |",
+             "|---|---|---|---|---|"]
+    for label, m in sep.items():
+        lines.append(f"| {label} | {fmt(m['window_auc'])} | {m['windows'][0]} / {m['windows'][1]} | {fmt(m['clip_auc'])} | "
+                     f"{m['clips'][0]} / {m['clips'][1]} |")
+    return lines + [""]
+
+
 def render_cv_threshold(cv: dict) -> list[str]:
     """Markdown lines of :func:`cv_threshold`: per fold the threshold chosen on the other folds, and its figures."""
     expected = [label for label, m in cv["overall"]["per_label"].items() if m["expected"]]

@@ -38,7 +38,8 @@ import numpy as np
 from engines.datasets.splits import group_folds
 from pipeline.clips import Clip, load_clip_list, write_results
 from pipeline.config import Config
-from pipeline.operating_curve import cv_threshold, operating_curve, render_curve, render_cv_threshold
+from pipeline.operating_curve import (cv_threshold, operating_curve, render_curve, render_cv_threshold, render_separation,
+                                      separation)
 from pipeline.recordings import clips_run_config
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,8 @@ def render_markdown(report: dict) -> str:
             lines += render_curve(part["operating_curve"])
         if part.get("cv_threshold"):
             lines += render_cv_threshold(part["cv_threshold"])
+        if part.get("separation"):
+            lines += render_separation(part["separation"])
         lines.append("| clip | expected | raised |")
         lines.append("|---|---|---|")
         for cid, r in part["clips"].items():
@@ -197,6 +200,7 @@ def curves(part: dict, labels: list[str], events, silent: list[str]) -> dict:
              for cid, r in part["clips"].items()]
     scores = {cid: r["window_scores"] for cid, r in part["clips"].items()}
     part["operating_curve"] = operating_curve(clips, scores, labels, events, silent)
+    part["separation"] = separation(clips, scores, labels, events, silent)
     if part.get("fold_groups"):
         folds = [[c for c in clips if c.group in set(groups)] for groups in part["fold_groups"]]
         part["cv_threshold"] = cv_threshold(folds, scores, labels, events, silent)

@@ -12,7 +12,8 @@ import pytest
 from pipeline.clips import Clip
 from pipeline.config import EventsConfig
 from engines.errors import UserError
-from pipeline.operating_curve import cv_threshold, operating_curve, render_curve, render_cv_threshold, replay_alerts
+from pipeline.operating_curve import (cv_threshold, operating_curve, render_curve, render_cv_threshold, render_separation,
+                                      replay_alerts, roc_auc, separation)
 
 LABELS = ["fighting", "hugging", "normal"]
 EVENTS = EventsConfig(threshold=0.6, end_threshold=0.4, smoothing=0.5, ignore_labels=["normal"],
@@ -69,6 +70,29 @@ def test_curve_counts_hits_and_false_alarms_per_threshold():
     assert curve["at_target"]["threshold"] == 0.8  # the lowest threshold with no quiet clip alerting
     md = "\n".join(render_curve(curve))
     assert "| 0.60* | 2/2 = 1.00 | 1 = 0.50 |" in md and "| 0.80 | 1/2 = 0.50 | 0 = 0.00 |" in md
+
+
+def test_roc_auc_by_hand():
+    assert roc_auc([0.9, 0.8], [0.1, 0.2]) == 1.0
+    assert roc_auc([0.1], [0.9]) == 0.0
+    assert roc_auc([0.5, 0.9], [0.5, 0.1]) == 0.875  # pairs: (0.5,0.5) tie 1/2, (0.5,0.1) 1, (0.9,*) 2 -> 3.5 / 4
+    assert roc_auc([], [0.3]) is None
+
+
+def test_separation_counts_pair_windows_and_clip_maxima():
+    clips = [_clip("fight1", ["fighting"]), _clip("fight2", ["fighting"]), _clip("quiet1", []), _clip("quiet2", [])]
+    scores = {"fight1": [_w((1, 2), (0.9, 0.0, 0.1)), _w((3,), (0.99, 0.0, 0.01))],  # lone window: not a fight window
+              "fight2": [_w((1, 2), (0.4, 0.0, 0.6))],
+              "quiet1": [_w((1, 2), (0.5, 0.0, 0.5)), _w((1, 2), (0.3, 0.0, 0.7))],
+              "quiet2": []}
+    sep = separation(clips, scores, LABELS, EVENTS, ["normal"])
+    assert set(sep) == {"fighting"}  # nobody expects hugging; normal is silent
+    f = sep["fighting"]
+    # windows: fight 0.9, 0.4 against quiet 0.5, 0.3 -> 0.9 wins twice, 0.4 beats 0.3 only: 3 / 4
+    assert f["windows"] == [2, 2] and f["window_auc"] == 0.75
+    # clips: fight maxima 0.9, 0.4 against quiet maxima 0.5, 0.0 (no window) -> 3 / 4
+    assert f["clips"] == [2, 2] and f["clip_auc"] == 0.75
+    assert "| fighting | 0.750 | 2 / 2 | 0.750 | 2 / 2 |" in "\n".join(render_separation(sep))
 
 
 def test_cv_threshold_is_chosen_on_the_other_folds():
