@@ -306,7 +306,8 @@ def event_logic(cfg: Config, recognizer) -> EventLogic:
     ev = cfg.events
     return EventLogic(recognizer.labels, threshold=ev.threshold, end_threshold=ev.end_threshold, smoothing=ev.smoothing,
                       min_windows=ev.min_windows, ignore_labels=tuple(silent_labels(cfg, recognizer)),
-                      model_id=recognizer.model_id, pair_labels=tuple(ev.pair_labels))
+                      model_id=recognizer.model_id, pair_labels=tuple(ev.pair_labels),
+                      pair_min_joints=ev.pair_min_joints)
 
 
 def load_recognizer(cfg: Config):

@@ -220,6 +220,19 @@ class WindowInfo(Protocol):
     end_ts: float
     start_frame: int
     end_frame: int
+    # optional: ``joints`` (per person, median joints found; ``pipeline.windows.Window``), read by
+    # :func:`pair_persons` where present
+
+
+def pair_persons(track_ids: Sequence[int], joints: Sequence[float] | None, min_joints: int) -> int:
+    """Persons of a window that count for the pair rule (``events.pair_labels``): its tracks whose
+    median number of joints found (``joints``, order of ``track_ids``) is at least ``min_joints``; every
+    track when ``joints`` is missing or empty (a window recorded before they were) or ``min_joints``
+    is 0. A partner of 3-4 joints is mostly a leftover of the other person's body, a blur ghost or a
+    fragment the tracker kept (``docs/REAL-VIDEO.md``), and two people are what a fight or a hug needs."""
+    if not joints or min_joints <= 0:
+        return len(tuple(track_ids))
+    return sum(1 for j in joints if float(j) >= min_joints)
 
 
 GroupKey = tuple[int, ...]
@@ -258,8 +271,11 @@ class EventLogic:
         min_windows: consecutive windows over ``threshold`` needed to start.
         ignore_labels: labels that never raise events (e.g. the negative class).
         pair_labels: interaction labels a single-person window cannot have: their scores are zeroed
-            (before smoothing) for windows of fewer than two tracks. A hug, a handshake or a fight
-            needs two people in view; without the rule a lone walker's window can raise `hugging`.
+            (before smoothing) for windows of fewer than two persons (:func:`pair_persons`). A hug, a
+            handshake or a fight needs two people in view; without the rule a lone walker's window
+            can raise `hugging`.
+        pair_min_joints: the median joints a track needs in the window to count as one of those
+            persons (:func:`pair_persons`; 0 = every track counts).
         model_id: stamped on every event.
         clock: source of ``emitted_ts`` (Unix seconds).
 
@@ -269,7 +285,8 @@ class EventLogic:
 
     def __init__(self, labels: Sequence[str], threshold: float = 0.6, end_threshold: float = 0.4,
                  smoothing: float = 0.5, min_windows: int = 1, ignore_labels: Iterable[str] = ("other",),
-                 *, model_id: str = "", clock: Callable[[], float] = time.time, pair_labels: Iterable[str] = ()):
+                 *, model_id: str = "", clock: Callable[[], float] = time.time, pair_labels: Iterable[str] = (),
+                 pair_min_joints: int = 0):
         self.labels = [str(label) for label in labels]
         if not self.labels:
             raise ValueError("labels must not be empty")
@@ -279,6 +296,9 @@ class EventLogic:
             raise ValueError(f"smoothing must be in (0, 1], got {smoothing}")
         if min_windows < 1:
             raise ValueError(f"min_windows must be >= 1, got {min_windows}")
+        if not 0 <= pair_min_joints <= 18:
+            raise ValueError(f"pair_min_joints must be in [0, 18], got {pair_min_joints}")
+        self.pair_min_joints = int(pair_min_joints)
         ignored = set(ignore_labels)
         self._allowed = np.array([label not in ignored for label in self.labels])  # (K,)
         pairs = set(pair_labels)
@@ -321,7 +341,7 @@ class EventLogic:
         if not np.isfinite(s).all():
             raise ValueError("scores must be finite")
         s = np.clip(s, 0.0, 1.0)
-        if len(tuple(window.track_ids)) < 2 and self._pair.any():
+        if self._pair.any() and pair_persons(window.track_ids, getattr(window, "joints", None), self.pair_min_joints) < 2:
             s = np.where(self._pair, 0.0, s)
         key = _key(window.track_ids)
         span = EventWindow(start_ts=float(window.start_ts), end_ts=float(window.end_ts),
@@ -363,7 +383,8 @@ class EventLogic:
         return events
 
     def retune(self, other: "EventLogic") -> list[ActionEvent]:
-        """Take ``other``'s thresholds, smoothing, ``min_windows``, ignored and pair labels (a config
+        """Take ``other``'s thresholds, smoothing, ``min_windows``, ignored and pair labels and
+        ``pair_min_joints`` (a config
         reload; the labels must be the same), keeping every group's state: open actions go on with
         their ``event_id``. Returns the ``end`` events of open actions whose label may no longer raise
         events.
@@ -376,6 +397,7 @@ class EventLogic:
         self.threshold, self.end_threshold = other.threshold, other.end_threshold
         self.smoothing, self.min_windows = other.smoothing, other.min_windows
         self._allowed, self._pair = other._allowed.copy(), other._pair.copy()
+        self.pair_min_joints = other.pair_min_joints
         return [self._end(st, cam) for (cam, _), st in self._states.items()
                 if st.active is not None and not self._allowed[st.active]]
 

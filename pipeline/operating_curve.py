@@ -21,7 +21,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from pipeline.events import EventLogic
+from pipeline.events import EventLogic, pair_persons
 
 #: Start thresholds of the curve (the deployed one is added).
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.30, 0.951, 0.05))
@@ -37,20 +37,23 @@ class _Window:
     end_ts: float
     start_frame: int
     end_frame: int
+    joints: tuple[float, ...] = ()
 
 
 def replay_alerts(windows: Sequence[dict], labels: Sequence[str], *, threshold: float, end_threshold: float,
-                  smoothing: float, min_windows: int, silent: Iterable[str], pair_labels: Iterable[str]) -> list[str]:
+                  smoothing: float, min_windows: int, silent: Iterable[str], pair_labels: Iterable[str],
+                  pair_min_joints: int = 0) -> list[str]:
     """Labels that start on one clip when its recorded windows are replayed through the event logic.
 
     Args:
         windows: the clip's recorded windows in classification order, each with ``track_ids``,
             ``start_frame``, ``end_frame`` and ``scores`` (``(K,)`` probabilities, label order of
-            ``labels``); ``camera`` optional.
+            ``labels``); ``camera`` and ``joints`` (per person, for ``pair_min_joints``) optional.
         labels: the model's ``K`` labels.
         threshold: start threshold of the replay (0..1].
         end_threshold: the deployed end threshold (capped at ``threshold``).
-        smoothing, min_windows, silent, pair_labels: as deployed (``events.*``, ``silent_labels``).
+        smoothing, min_windows, silent, pair_labels, pair_min_joints: as deployed (``events.*``,
+            ``silent_labels``; :func:`pipeline.events.pair_persons`).
 
     Returns:
         Sorted labels with at least one ``start`` event.
@@ -60,12 +63,14 @@ def replay_alerts(windows: Sequence[dict], labels: Sequence[str], *, threshold: 
         ValueError: scores of the wrong length, or invalid thresholds (as :class:`EventLogic`).
     """
     logic = EventLogic(labels, threshold=threshold, end_threshold=min(end_threshold, threshold), smoothing=smoothing,
-                       min_windows=min_windows, ignore_labels=tuple(silent), pair_labels=tuple(pair_labels))
+                       min_windows=min_windows, ignore_labels=tuple(silent), pair_labels=tuple(pair_labels),
+                       pair_min_joints=pair_min_joints)
     started: set[str] = set()
     for w in windows:
         info = _Window(camera=str(w.get("camera", "")), track_ids=tuple(int(t) for t in w["track_ids"]),
                        start_ts=float(w["start_frame"]), end_ts=float(w["end_frame"]),
-                       start_frame=int(w["start_frame"]), end_frame=int(w["end_frame"]))
+                       start_frame=int(w["start_frame"]), end_frame=int(w["end_frame"]),
+                       joints=tuple(float(j) for j in w.get("joints") or ()))
         for ev in logic.update(info, np.asarray(w["scores"], dtype=np.float64)):
             if ev.phase == "start":
                 started.add(ev.label)
@@ -100,7 +105,8 @@ def operating_curve(clips: Sequence, window_scores: dict[str, list[dict]], label
         raised = {c.clip_id: replay_alerts(window_scores[c.clip_id], labels, threshold=t,
                                            end_threshold=events.end_threshold, smoothing=events.smoothing,
                                            min_windows=events.min_windows, silent=silent,
-                                           pair_labels=events.pair_labels) for c in clips}
+                                           pair_labels=events.pair_labels,
+                                           pair_min_joints=events.pair_min_joints) for c in clips}
         per_label = {}
         for label in alert_labels:
             expect = [c for c in clips if label in c.alerts]
@@ -181,7 +187,7 @@ def separation(clips: Sequence, window_scores: dict[str, list[dict]], labels: Se
 
     * **window**: the label's score of every window of the clips expecting it against every window of
       the quiet clips; for a label of ``events.pair_labels`` only windows of two or more persons count
-      (the others cannot raise it);
+      (:func:`pipeline.events.pair_persons`; the others cannot raise it);
     * **clip**: per clip the highest such window score (0 for a clip without one), expecting clips
       against quiet clips, the level at which the alerts are counted.
 
@@ -200,7 +206,8 @@ def separation(clips: Sequence, window_scores: dict[str, list[dict]], labels: Se
 
         def scores(clip) -> list[float]:
             need = 2 if label in pair else 1
-            return [float(w["scores"][k]) for w in window_scores[clip.clip_id] if len(w["track_ids"]) >= need]
+            return [float(w["scores"][k]) for w in window_scores[clip.clip_id]
+                    if pair_persons(w["track_ids"], w.get("joints"), events.pair_min_joints) >= need]
 
         pos_w = [s for c in expect for s in scores(c)]
         neg_w = [s for c in quiet for s in scores(c)]

@@ -51,7 +51,9 @@ class PoseRecorder:
         Written to the sibling file ``<path stem>.windows.jsonl``, one object a window::
 
             {"camera": "cam0", "track_ids": [3, 7], "start_frame": 100, "end_frame": 249,
-             "valid_frames": 120, "scores": [0.91, 0.01, ...]}
+             "valid_frames": 120, "joints": [14.0, 9.5], "scores": [0.91, 0.01, ...]}
+
+        (``joints``: per person the median joints found, ``pipeline.windows.Window.joints``.)
 
         With the persons of the main file this rebuilds exactly the windows the daemon classified
         (``pipeline.recordings``): training data cut the way the deployed stage cuts it.
@@ -67,6 +69,8 @@ class PoseRecorder:
         line = {"camera": window.camera, "track_ids": [int(t) for t in window.track_ids],
                 "start_frame": int(window.start_frame), "end_frame": int(window.end_frame),
                 "valid_frames": int(window.valid_frames)}
+        if getattr(window, "joints", ()):
+            line["joints"] = [round(float(j), 1) for j in window.joints]
         if scores is not None:
             line["scores"] = np.round(np.asarray(scores, dtype=np.float64).reshape(-1), 5).tolist()
         self._windows.write(json.dumps(line, separators=(",", ":")) + "\n")

@@ -6,7 +6,7 @@ thread (``Stage.run``'s ``idle`` hook), so no window is classified half by the o
 new settings:
 
 * ``events``: thresholds, smoothing, ``min_windows``, ``ignore_labels`` / ``alert_labels`` /
-  ``pair_labels`` (checked against the model's labels). Open actions go on with their ``event_id``
+  ``pair_labels`` (checked against the model's labels), ``pair_min_joints``. Open actions go on with their ``event_id``
   (:meth:`pipeline.events.EventLogic.retune`); an open action whose label may no longer alert gets its
   ``end``. ``debug_topk`` / ``debug_interval_s`` too.
 * ``sources`` (``sarde run``): a source that is new (by name) gets a reader process and a session
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 #: (section, key or None for the whole section) that a reload applies.
 APPLIED = {("events", k) for k in ("threshold", "end_threshold", "smoothing", "min_windows", "ignore_labels",
-                                   "alert_labels", "pair_labels", "debug_topk", "debug_interval_s")} | {("recognizer", "model")}
+                                   "alert_labels", "pair_labels", "pair_min_joints", "debug_topk", "debug_interval_s")} | {("recognizer", "model")}
 
 
 def _flat(cfg) -> dict[tuple[str, str], object]:

@@ -39,6 +39,9 @@ class Window:
             (``end_frame`` is the requested end frame when it has data).
         start_ts, end_ts: capture timestamps of ``start_frame`` and ``end_frame``, Unix seconds.
         valid_frames: number of frames of the window in which at least one person was observed.
+        joints: per person (order of ``track_ids``) the median number of joints found over the frames
+            in which it was observed: how much of a body the detector saw (a leftover of another
+            person's body or a blur ghost has 3-4, ``events.pair_min_joints``).
         received_ts: optional Unix time the stage received the frame that completed the window
             (set by the stage, for the event-latency histogram).
     """
@@ -51,6 +54,7 @@ class Window:
     start_ts: float
     end_ts: float
     valid_frames: int
+    joints: tuple[float, ...] = ()
     received_ts: float | None = None
 
 
@@ -180,11 +184,13 @@ class TrackBuffers:
         any_valid = np.zeros(self.num_frames, dtype=bool)
         ts = np.zeros(self.num_frames, dtype=np.float64)
         frames = np.arange(end_frame - self.num_frames + 1, end_frame + 1)
+        joints = []
         for m, tid in enumerate(ids):
             seq[:, m], valid = self.rows(tid, end_frame)
             if valid.any():
                 slot = self._slots[tid]
                 ts[valid] = self.timestamps[slot, frames[valid] % self.num_frames]
+            joints.append(float(np.median((seq[valid, m, :, 2] > 0).sum(axis=-1))) if valid.any() else 0.0)
             any_valid |= valid
         observed = np.flatnonzero(any_valid)
         if observed.size == 0:
@@ -193,7 +199,8 @@ class TrackBuffers:
         first, last = int(observed[0]), int(observed[-1])
         return Window(data=data, camera=self.camera if camera is None else camera, track_ids=ids,
                       start_frame=int(frames[first]), end_frame=int(frames[last]),
-                      start_ts=float(ts[first]), end_ts=float(ts[last]), valid_frames=int(observed.size))
+                      start_ts=float(ts[first]), end_ts=float(ts[last]), valid_frames=int(observed.size),
+                      joints=tuple(joints))
 
     def _allocate(self, track_id: int) -> int:
         if not self._free:

@@ -277,3 +277,29 @@ def test_pair_labels_need_two_tracks():
     assert [e.label for e in logic.update(one, np.array([0.1, 0.85, 0.05]))] == []  # EMA of falling still < 0.6
     assert [e.label for e in logic.update(one, np.array([0.1, 0.9, 0.0]))] == ["falling"]  # single-person label
     assert [(e.phase, e.label) for e in logic.update(two, np.array([0.9, 0.05, 0.05]))] == [("start", "fighting")]
+
+
+def test_pair_partner_needs_enough_joints():
+    """events.pair_min_joints: a partner of 3-4 joints (a leftover of the other's body, a ghost) is not a person."""
+    from types import SimpleNamespace
+
+    from pipeline.events import EventLogic, pair_persons
+
+    assert pair_persons((4, 9), (14.0, 3.0), 5) == 1
+    assert pair_persons((4, 9), (14.0, 5.0), 5) == 2
+    assert pair_persons((4, 9), (), 5) == 2 and pair_persons((4, 9), None, 5) == 2  # recorded before joints: tracks count
+    assert pair_persons((4, 9), (14.0, 3.0), 0) == 2  # rule off
+
+    def window(joints):
+        return SimpleNamespace(camera="c", track_ids=(4, 9), start_ts=0.0, end_ts=1.0, start_frame=0, end_frame=10,
+                               joints=joints)
+
+    logic = EventLogic(["fighting", "normal"], threshold=0.6, ignore_labels=["normal"], pair_labels=["fighting"],
+                       pair_min_joints=5)
+    assert logic.update(window((14.0, 4.0)), np.array([0.95, 0.05])) == []  # the ghost partner: no fight
+    ghost = logic._states[("c", (4, 9))].ema
+    assert ghost[0] == 0.0  # zeroed before smoothing, as for a lone person
+    assert [e.label for e in logic.update(window((14.0, 7.5)), np.array([0.95, 0.05]))] == []  # EMA 0.475
+    assert [e.label for e in logic.update(window((14.0, 7.5)), np.array([0.95, 0.05]))] == ["fighting"]  # 0.71
+    with pytest.raises(ValueError):
+        EventLogic(["fighting", "normal"], pair_min_joints=19)

@@ -43,6 +43,10 @@ def test_replay_applies_the_pair_rule_and_silent_labels():
     assert _replay(normal, 0.3) == []
     groups = [_w((1, 2), (0.1, 0.8, 0.1)), _w((3, 4), (0.8, 0.1, 0.1))]  # each track group has its own EMA
     assert _replay(groups, 0.6) == ["fighting", "hugging"]
+    ghost = [dict(_w((1, 2), (0.99, 0.0, 0.01)), joints=[15.0, 3.0])]  # the partner is 3 joints: not a person
+    assert _replay(ghost, 0.3) == ["fighting"]  # rule off (pair_min_joints 0)
+    assert replay_alerts(ghost, LABELS, threshold=0.3, end_threshold=0.3, smoothing=0.5, min_windows=1, silent=["normal"],
+                         pair_labels=EVENTS.pair_labels, pair_min_joints=5) == []
 
 
 def test_replay_needs_recorded_scores():

@@ -144,8 +144,10 @@ def test_replayed_event_logic_gives_the_journal_alerts(cfg, results, default_mod
         r = res[c.clip_id]
         assert len(r["window_scores"]) == r["windows"], c.clip_id  # every classified window carries its scores
         replayed = replay_alerts(r["window_scores"], recognizer.labels, threshold=ev.threshold, end_threshold=ev.end_threshold,
-                                 smoothing=ev.smoothing, min_windows=ev.min_windows, silent=silent, pair_labels=ev.pair_labels)
+                                 smoothing=ev.smoothing, min_windows=ev.min_windows, silent=silent, pair_labels=ev.pair_labels,
+                                 pair_min_joints=ev.pair_min_joints)
         assert replayed == r["alerts"], (c.clip_id, replayed, r["alerts"])
+        assert all(len(w["joints"]) == len(w["track_ids"]) for w in r["window_scores"]), c.clip_id
     curve = operating_curve(clips, {c.clip_id: res[c.clip_id]["window_scores"] for c in clips}, recognizer.labels, ev, silent)
     deployed = next(row for row in curve["rows"] if row["threshold"] == curve["deployed"])
     assert deployed["quiet_with_any_alert"] == sum(1 for c in clips if not c.alerts and res[c.clip_id]["alerts"])

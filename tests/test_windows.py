@@ -120,6 +120,7 @@ def test_build_keeps_person_order_and_validates():
     w = buf.build([9, 4], end_frame=4, num_persons=2)
     assert w.track_ids == (9, 4)
     assert (w.data[0, :, 17, 0] == 9).all() and (w.data[0, :, 17, 1] == 4).all()
+    assert w.joints == (18.0, 18.0)
     with pytest.raises(ValueError):
         buf.build([1, 2, 3], end_frame=4, num_persons=2)
     with pytest.raises(ValueError):
@@ -128,6 +129,19 @@ def test_build_keeps_person_order_and_validates():
         buf.append(4, 4, 0.0, marked(4))  # frame must increase
     with pytest.raises(ValueError):
         buf.append(4, 5, 0.0, np.zeros((17, 3)))
+
+
+def test_window_joints_are_the_median_over_observed_frames():
+    buf = TrackBuffers(num_frames=10)
+    for f in range(7):  # joints found: 4, 4, 4, 8, 8, 8, 8 (frames 7-9 unobserved) -> median 8
+        kp = marked(f, 1)
+        kp[4 if f < 3 else 8:, 2] = 0.0
+        buf.append(1, f, float(f), kp)
+    ghost = marked(0, 2)
+    ghost[3:, 2] = 0.0
+    buf.append(2, 5, 5.0, ghost)  # three joints, one frame
+    w = buf.build([1, 2], end_frame=9, num_persons=2)
+    assert w.joints == (8.0, 3.0)
 
 
 # ---------------------------------------------------------------- scheduler
