@@ -94,12 +94,13 @@ def test_held_out_cctv_fights_give_fighting(results):
     hits = [c.clip_id for c in fights if "fighting" in res[c.clip_id]["alerts"]]
     alarms = [c.clip_id for c in quiet if res[c.clip_id]["alerts"]]
     print(f"\nheld-out CCTV: fighting on {len(hits)}/{len(fights)} fight clips; alerts on {alarms} of {len(quiet)} noFight clips")
-    # measured with the default model on the 2-core AMD EPYC VM: 6 of 12 (two clips give no window at
-    # all: the detector finds nobody in most frames), false alarms on 2 of 4. A model retrained on
-    # another CPU differs in its floating point; the bounds leave that room and still fail a model that
-    # calls every clip a fight, or none
-    assert len(hits) >= 4, hits
-    assert len(alarms) <= 3, alarms
+    # measured with the default model on the 2-core AMD EPYC VM (leftover persons dropped, pair partners
+    # of 5 joints or more): 4 of 12 (fi005, fi009, fi010, fi135; two clips give no window at all: the
+    # detector finds nobody in most frames), false alarms on 0 of 4 (before the pair rule: 6 of 12 and
+    # 2 of 4). A model retrained on another CPU differs in its floating point; the bounds leave one clip
+    # of room each way and still fail a model that calls every clip a fight, or none
+    assert len(hits) >= 3, hits
+    assert len(alarms) <= 1, alarms
     assert not any(a not in ("fighting",) for c in fights + quiet for a in res[c.clip_id]["alerts"])
 
 
