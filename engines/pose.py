@@ -90,7 +90,7 @@ def duplicate_persons(keypoints: np.ndarray, distance: float, max_parts: int = D
 
     Measured on the daemon's recordings (``docs/DETECTOR.md``, distance 0.15): frames with two or more
     persons fell from 0.49 to 0.22 on tai chi (one person) and from 0.25 to 0.08 on a GMDCSA24 fall,
-    and from 0.49 to 0.48 / 0.29 to 0.28 on the real CCTV fight / noFight clips.
+    and from 0.49 to 0.48 / 0.29 to 0.27 on the real CCTV fight / noFight clips.
 
     Args:
         keypoints: ``(P, 18, 3)`` float32 ``(x, y, score)``, any pixel frame; score 0 = joint missing;
