@@ -385,8 +385,8 @@ class EventLogic:
     def retune(self, other: "EventLogic") -> list[ActionEvent]:
         """Take ``other``'s thresholds, smoothing, ``min_windows``, ignored and pair labels and
         ``pair_min_joints`` (a config reload; the labels must be the same), keeping every group's
-        state: open actions go on with their ``event_id``. Returns the ``end`` events of open actions whose label may no longer raise
-        events.
+        state: open actions go on with their ``event_id``. Returns the ``end`` events of open actions
+        whose label may no longer raise events.
 
         Raises:
             ValueError: ``other`` has other labels (a new model: end and replace the logic instead).
