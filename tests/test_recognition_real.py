@@ -135,7 +135,7 @@ def test_replayed_event_logic_gives_the_journal_alerts(cfg, results, default_mod
     threshold can only lose alerts."""
     from engines.recognizer import Recognizer
     from pipeline.daemon import silent_labels
-    from pipeline.operating_curve import operating_curve, replay_alerts
+    from pipeline.operating_curve import operating_curve, replay_alerts, separation
 
     clips, res = results
     recognizer = Recognizer(default_model, providers=["cpu"])
@@ -152,6 +152,9 @@ def test_replayed_event_logic_gives_the_journal_alerts(cfg, results, default_mod
     curve = operating_curve(clips, {c.clip_id: res[c.clip_id]["window_scores"] for c in clips}, recognizer.labels, ev, silent)
     deployed = next(row for row in curve["rows"] if row["threshold"] == curve["deployed"])
     assert deployed["quiet_with_any_alert"] == sum(1 for c in clips if not c.alerts and res[c.clip_id]["alerts"])
+    falls = [c for c in clips if c.clip_id.startswith("gmdcsa24_s1/")]  # 3 falls against 2 daily activities
+    sep = separation(falls, {c.clip_id: res[c.clip_id]["window_scores"] for c in falls}, recognizer.labels, ev, silent)
+    assert sep["falling"]["clips"] == [3, 2] and sep["falling"]["clip_auc"] >= 0.8, sep  # measured 1.000 (AUC)
     hits = [row["per_label"]["fighting"]["hits"] for row in curve["rows"]]
     alarms = [row["quiet_with_any_alert"] for row in curve["rows"]]
     assert hits == sorted(hits, reverse=True) and alarms == sorted(alarms, reverse=True), (hits, alarms)
